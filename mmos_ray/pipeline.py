@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -87,6 +88,39 @@ def model_smollm2(out: Path, force: bool = False) -> Path:
     from mmos_ray.models import convert_smollm2
 
     return convert_smollm2(out, force=force)
+
+
+# Each probe is an attack whose success prints "ESCAPED"; `mmos sandbox check` runs them all. The network
+# probe connects only to a listener of our own on 127.0.0.1 (its port is filled in).
+SANDBOX_PROBES = {
+    "network": "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+               "    print('ESCAPED: connected to a listener on the host loopback')\nexcept OSError as exc:\n"
+               "    print(type(exc).__name__)",
+    "filesystem": "import os\nopen('/var/tmp/.mmos-sandbox-probe', 'w').write('x')\n"
+                  "os.remove('/var/tmp/.mmos-sandbox-probe')\nprint('ESCAPED: wrote /var/tmp')",
+    "processes": "import os, time\nn = 0\ntry:\n    while n < 1000:\n        if os.fork() == 0:\n"
+                 "            time.sleep(5)\n            os._exit(0)\n        n += 1\n    print('ESCAPED: 1000 forks')\n"
+                 "except OSError:\n    print(f'stopped after {{n}} forks')",
+    "exec": "import subprocess\nsubprocess.run(['/bin/true'])\nprint('ESCAPED: started /bin/true')",
+    "environment": "import os\nextra = set(os.environ) - {{'PATH', 'HOME', 'TMPDIR', 'LANG'}}\n"
+                   "print(f'ESCAPED: {{sorted(extra)}}' if extra else 'scrubbed')",
+}
+
+
+def sandbox_check(isolation: str = "auto") -> dict[str, Any]:
+    """Start a sandbox, report its protections, and run one probe attack per protection."""
+    from mmos_ray.sandbox import Limits, Sandbox
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    port = listener.getsockname()[1]
+    with listener, Sandbox(workers=1, isolation=isolation, limits=Limits(timeout_s=3)) as sandbox:
+        probes = {}
+        for name, code in SANDBOX_PROBES.items():
+            result = sandbox.execute(code.format(port=port))
+            contained = "ESCAPED" not in result.stdout
+            probes[name] = {"contained": contained, "detail": (result.stdout.strip() or result.error)[:200]}
+        return {"protections": sandbox.protections, "probes": probes}
 
 
 def _run_stage(cfg: ExperimentConfig, folder: str, sections: tuple[str, ...], upstream: str) -> dict[str, Any]:

@@ -35,3 +35,13 @@ def data_dir(request) -> Path:
                     "(expected ../shared/data beside the project)")
     return path
 
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray with 2 CPUs on 127.0.0.1, shared by the tests that need Ray."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

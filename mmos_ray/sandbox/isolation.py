@@ -1,0 +1,185 @@
+"""How a fork server is started, given what this host allows: bubblewrap namespaces, a pids cgroup, a
+uid switch, seccomp. Every protection that cannot be had is named in a warning, never dropped silently.
+
+| protection        | preferred                                   | fallback                                    |
+|-------------------|---------------------------------------------|---------------------------------------------|
+| network           | own network namespace (bwrap)               | seccomp: no sockets but AF_UNIX             |
+| filesystem        | read-only root, private /tmp (bwrap)        | none (programs can write where the uid can) |
+| process count     | pids cgroup (root) / RLIMIT_NPROC (non-root) | uid switch to nobody, then RLIMIT_NPROC     |
+| leftovers         | PID namespace + child subreaper             | child subreaper                             |
+| syscalls          | seccomp (no exec, ptrace, signals to server) | none                                        |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+NOBODY = 65534
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+# Not `python -I`: it would ignore PYTHONHASHSEED. The environment is ours alone anyway (see ZYGOTE_ENV).
+_BOOT = (f"import sys; sys.path[:] = [{_PACKAGE_PARENT!r}] + [p for p in sys.path if p]; "
+         "from mmos_ray.sandbox.zygote import main; main()")
+# The server's environment: nothing of the host's. A fixed hash seed makes set/dict-of-str iteration,
+# and so the printed output of many programs, the same on every run.
+ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+              "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@dataclasses.dataclass
+class ZygotePlan:
+    """The command that starts one fork server, and the protections it will have."""
+
+    command: list[str]  # the server's options (JSON) are appended as the last argument
+    env: dict[str, str]
+    options: dict  # "scratch" is None when each server needs its own scratch folder on the host
+    cgroup_root: Path | None  # per-server pids cgroups are made under it
+    protections: dict[str, str]
+    warnings: list[str]
+
+
+def plan_zygote(isolation: str = "auto", scratch_mb: int = 256) -> ZygotePlan:
+    """`isolation`: "auto" (the strongest this host allows), "bwrap" (fail without it) or "none"."""
+    if isolation not in ("auto", "bwrap", "none"):
+        raise ValueError(f"isolation must be 'auto', 'bwrap' or 'none', got {isolation!r}")
+    use_bwrap = isolation != "none" and bwrap_works()
+    if isolation == "bwrap" and not use_bwrap:
+        raise RuntimeError("isolation='bwrap' but bubblewrap is missing or cannot create namespaces here; "
+                           "install it (apt-get install bubblewrap) or use isolation='auto'")
+    warnings = []
+    is_root = os.geteuid() == 0
+    cgroup_root = pids_cgroup_root() if is_root and isolation != "none" else None
+    uid = None
+    if cgroup_root is not None:
+        processes = "pids cgroup"
+    elif not is_root:
+        processes = "RLIMIT_NPROC"
+    elif isolation != "none":
+        uid = NOBODY
+        processes = f"RLIMIT_NPROC as uid {NOBODY}"
+        warnings.append(f"no writable pids cgroup: programs run as uid {NOBODY} so that RLIMIT_NPROC holds; "
+                        "they can import only the preloaded modules")
+    else:
+        processes = "none"
+    has_seccomp = isolation != "none" and importlib.util.find_spec("pyseccomp") is not None
+    if isolation == "none":
+        warnings.append("isolation='none': programs run with rlimits only (no namespaces, no seccomp"
+                        f"{', no process limit' if is_root else ''}); use it only for trusted code")
+    elif not has_seccomp:
+        warnings.append("seccomp unavailable (pip install pyseccomp; needs libseccomp2): programs may exec, "
+                        "ptrace, and signal the sandbox server")
+    options = {"uid": uid, "use_nproc": uid is not None or (not is_root and isolation != "none"),
+               "nproc_base": 0 if uid is not None else _processes_of_uid(os.getuid()), "seccomp": has_seccomp}
+    python = [sys.executable, "-s", "-c", _BOOT]
+    if use_bwrap:
+        options["scratch"] = "/tmp"  # a tmpfs of the server's own
+        command = [*_bwrap_args(scratch_mb, setuid=uid is not None), *python]
+        protections = {"network": "network namespace", "filesystem": "read-only root, private /tmp",
+                       "processes": processes, "leftovers": "PID namespace", "syscalls": _sec(has_seccomp)}
+    else:
+        options["scratch"] = None
+        command = python
+        network = "seccomp (no sockets)" if has_seccomp else "none"
+        protections = {"network": network, "filesystem": "none", "processes": processes,
+                       "leftovers": "child subreaper", "syscalls": _sec(has_seccomp)}
+        if isolation == "auto":
+            warnings.append("bubblewrap unavailable (apt-get install bubblewrap, and user namespaces enabled): "
+                            f"no network or mount namespace; network: {network}; programs can write files "
+                            "wherever their uid may")
+    return ZygotePlan(command, dict(ZYGOTE_ENV), options, cgroup_root, protections, warnings)
+
+
+def _sec(has_seccomp: bool) -> str:
+    return "seccomp" if has_seccomp else "none"
+
+
+def _bwrap_args(scratch_mb: int, setuid: bool) -> list[str]:
+    args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "--size", str(scratch_mb * 1024 * 1024), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+    for key, value in ZYGOTE_ENV.items():
+        args += ["--setenv", key, value]
+    if os.geteuid() == 0:
+        args += ["--cap-drop", "ALL"]
+        if setuid:
+            args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN"]
+    return args + ["--"]
+
+
+@functools.lru_cache(maxsize=1)
+def bwrap_works() -> bool:
+    """bubblewrap is installed and can create the namespaces we use on this host."""
+    if shutil.which("bwrap") is None:
+        return False
+    try:
+        probe = subprocess.run([*_bwrap_args(1, setuid=False), "/bin/true"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if probe.returncode != 0:
+        logger.debug("bwrap probe failed: %s", probe.stderr.decode(errors="replace").strip())
+    return probe.returncode == 0
+
+
+@functools.lru_cache(maxsize=1)
+def pids_cgroup_root() -> Path | None:
+    """A folder where we may create pids cgroups (cgroup v1 `pids` hierarchy, or v2), or None."""
+    candidates = []
+    v1 = Path("/sys/fs/cgroup/pids")
+    if (v1 / "cgroup.procs").exists():
+        candidates.append(v1)
+    v2 = Path("/sys/fs/cgroup")
+    if "pids" in _read(v2 / "cgroup.controllers").split():
+        candidates.append(v2)
+    for base in candidates:
+        root = base / "mmos_ray"
+        try:
+            root.mkdir(exist_ok=True)
+            if base == v2:
+                (v2 / "cgroup.subtree_control").write_text("+pids")
+                (root / "cgroup.subtree_control").write_text("+pids")
+            probe = root / f"probe-{uuid.uuid4().hex[:8]}"
+            probe.mkdir()
+            (probe / "pids.max").write_text("8")
+            probe.rmdir()
+        except OSError:
+            continue
+        _remove_stale_cgroups(root)
+        return root
+    return None
+
+
+def _remove_stale_cgroups(root: Path) -> None:
+    for child in root.iterdir():
+        if child.is_dir():
+            try:
+                child.rmdir()  # only succeeds for empty cgroups left by servers that died
+            except OSError:
+                pass
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _processes_of_uid(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                count += entry.stat().st_uid == uid
+            except OSError:
+                pass
+    return count
