@@ -149,6 +149,34 @@ def sandbox_check(isolation: Annotated[str, typer.Option(help="auto, bwrap or no
         raise typer.Exit(1)
 
 
+@app.command()
+@_clean_errors
+def grade(pred: Annotated[Optional[str], typer.Argument(help="predicted answer")] = None,
+          gold: Annotated[Optional[str], typer.Argument(help="gold answer")] = None,
+          file: Annotated[Optional[Path], typer.Option("--file", help="JSONL of {pred, gold} pairs")] = None,
+          report: Annotated[Optional[Path], typer.Option("--report", help="write the disagreement report (JSON)")] = None,
+          workers: Annotated[int, typer.Option(help="sandbox workers")] = 1) -> None:
+    """Grade answers in both modes (compat, strict) and show where the modes disagree."""
+    if file is not None:
+        from mmos_ray.storage import read_records
+
+        pairs = [(str(row.get("pred", "")), str(row.get("gold", ""))) for _, row in read_records(file)]
+    elif pred is not None and gold is not None:
+        pairs = [(pred, gold)]
+    else:
+        raise typer.BadParameter("give PRED GOLD, or --file pairs.jsonl")
+    result = pipeline.grade(pairs, workers=workers)
+    if len(pairs) == 1:
+        typer.echo(json.dumps(result["all"][0], ensure_ascii=False))
+    typer.echo(f"{result['pairs']} pairs, modes disagree on {result['disagree']} "
+               f"(only compat correct: {result['only_compat_correct']}, only strict: {result['only_strict_correct']})")
+    if report is not None:
+        from mmos_ray.storage import write_json
+
+        write_json(report, result)
+        typer.echo(f"report: {report}")
+
+
 def _print_manifest(manifest: dict) -> None:
     state = "skipped (done before)" if manifest.get("skipped") else f"done in {manifest.get('seconds', 0):.1f} s"
     counts = ", ".join(f"{k}={v}" for k, v in manifest.get("counts", {}).items())

@@ -123,6 +123,13 @@ def sandbox_check(isolation: str = "auto") -> dict[str, Any]:
         return {"protections": sandbox.protections, "probes": probes}
 
 
+def grade(pairs: list[tuple[str, str]], workers: int = 1) -> dict[str, Any]:
+    """Grade (pred, gold) pairs in both modes: every verdict, and where the modes disagree."""
+    from mmos_ray.sandbox.grader import compare_modes
+
+    return compare_modes(pairs, workers=workers)
+
+
 def _run_stage(cfg: ExperimentConfig, folder: str, sections: tuple[str, ...], upstream: str) -> dict[str, Any]:
     stage_dir = cfg.run_dir / folder
     config_hash = section_hash(*(getattr(cfg, s) for s in sections), extra=upstream)

@@ -1,8 +1,10 @@
-"""Answer normalisation and boxed-answer extraction: the one copy in the project.
+"""Answer extraction and normalisation: the one copy in the project.
 
-`strip_string` follows the ToRA/MMOS normalisation rule for rule (`../shared/reference/mmos-method.md`
-§2.4), so that gold answers and predictions compare as in the paper. The MMOS code carries two drifting
-copies of it; this is the only one here.
+`extract_answer` takes the answer out of a trajectory by the ToRA/MMOS rules, in their order
+(`../shared/reference/mmos-method.md` §2.3): the last `\\boxed{}` (braces balanced), else the text after the
+last "the answer is", else the last ```output block, else the last number. `strip_string` is the
+ToRA/MMOS normalisation (§2.4), rule for rule, so that golds and predictions compare as in the paper.
+The MMOS code carries two drifting copies of it; this is the only one here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ _SQRT_BARE_ARG = re.compile(r"\\sqrt(\w+)")
 _ZERO_DECIMALS_BEFORE_NON_DIGIT = re.compile(r"(\d+)\.0+([^\d])")
 _ZERO_DECIMALS_AT_END = re.compile(r"(\d+)\.0+$")
 _THOUSANDS_NUMBER = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")
+
+
+def normalize_answer(answer: object) -> str:
+    """THE normalisation of answers (golds in the loaders, predictions in `extract_answer`):
+    `strip_string`, after dropping the thousands separators of a number written with them (`1,080`)."""
+    return strip_string(remove_thousands_separators(str(answer)))
 
 
 def strip_string(answer: object) -> str:
@@ -115,6 +123,34 @@ def extract_boxed(text: str) -> str | None:
             if depth == 0:
                 return rest[1:i]
     return rest[1:]
+
+
+_LAST_NUMBER = re.compile(r"-?\d*\.?\d+")
+
+
+def extract_answer(text: str, normalize: bool = True) -> str:
+    """The answer of a trajectory ('' if none). `normalize=False` keeps the span as written (for the
+    strict grader, which parses LaTeX itself and would lose information to `strip_string`)."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        answer = boxed
+    elif "he answer is" in text:
+        answer = text.split("he answer is")[-1].strip()
+    elif (output := extract_program_output(text)):
+        answer = output
+    else:
+        numbers = _LAST_NUMBER.findall(text.replace(",", ""))
+        answer = numbers[-1] if numbers else ""
+    answer = clean_answer_span(answer)
+    return normalize_answer(answer) if normalize else answer.strip()
+
+
+def extract_program_output(text: str) -> str:
+    """The content of the last ```output block ('' if none)."""
+    if "```output" not in text:
+        return ""
+    tail = text.split("```output")[-1]
+    return tail.split("```")[0].strip()
 
 
 def clean_answer_span(answer: str) -> str:

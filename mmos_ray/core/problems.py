@@ -2,7 +2,8 @@
 
 Question text and gold answer follow the per-dataset rules of ToRA/MMOS (`../shared/reference/mmos-method.md`
 §2.6), so that accuracies are comparable with the paper's, with two deliberate differences recorded here:
-GSM8K golds lose their thousands separators (`1,080` -> `1080`), and MATH golds also accept `\\fbox{}`.
+numbers lose their thousands separators (`1,080` -> `1080`, in predictions too), and MATH golds also
+accept `\\fbox{}`.
 Every Problem keeps the source's own answer text in `meta["gold_raw"]`.
 
 This module reads no files; `mmos_ray.loaders` finds and reads them.
@@ -14,13 +15,7 @@ import dataclasses
 import re
 from typing import Any, Callable
 
-from mmos_ray.core.answers import (
-    clean_answer_span,
-    extract_boxed,
-    format_number,
-    remove_thousands_separators,
-    strip_string,
-)
+from mmos_ray.core.answers import clean_answer_span, extract_boxed, format_number, normalize_answer
 from mmos_ray.core.errors import DataError, did_you_mean
 from mmos_ray.core.records import Problem
 
@@ -70,8 +65,7 @@ def _parse_gsm8k(row):
     answer = _field(row, "answer")
     if "####" not in answer:
         raise DataError("its 'answer' has no final '#### <number>' line; GSM8K answers end with one")
-    raw = answer.split("####")[-1].strip()
-    return _field(row, "question"), remove_thousands_separators(raw), {"gold_raw": raw}
+    return _field(row, "question"), answer.split("####")[-1].strip(), {}
 
 
 def _parse_math(row):
@@ -220,7 +214,7 @@ def parse_problem(dataset: DatasetSpec, split: str, index: int, row: dict[str, A
     except KeyError as exc:
         raise DataError(f"missing field {exc.args[0]!r}, which dataset {dataset.name!r} needs "
                         f"(fields present: {', '.join(map(str, row)) or 'none'})") from None
-    gold = strip_string(answer)
+    gold = normalize_answer(answer)
     if not str(question).strip():
         raise DataError(f"empty question (dataset {dataset.name!r})")
     meta = {"gold_raw": answer} | {k: v for k, v in meta.items() if v is not None}

@@ -83,20 +83,22 @@ class Sandbox:
         protections["preloaded"] = ", ".join(seen.get("preloaded", []))
         return protections
 
-    def execute(self, code: str, limits: Limits | None = None) -> ExecutionResult:
+    def execute(self, code: str, limits: Limits | None = None, kind: str | None = None) -> ExecutionResult:
+        """Run one program. `kind` picks the server ("light", "heavy", "grader"); None picks by the code."""
         worker = self._free.get()
         try:
-            return worker.run(code, limits or self.limits)
+            return worker.run(code, limits or self.limits, kind)
         finally:
             self._free.put(worker)
 
     def execute_many(self, codes: Iterable[str], limits: Limits | None = None,
-                     on_result: Callable[[int, ExecutionResult], None] | None = None) -> list[ExecutionResult]:
+                     on_result: Callable[[int, ExecutionResult], None] | None = None,
+                     kind: str | None = None) -> list[ExecutionResult]:
         """Run every program, `workers` at a time; results in input order. `on_result` sees each as it ends."""
         codes = list(codes)
 
         def run(index: int) -> ExecutionResult:
-            result = self.execute(codes[index], limits)
+            result = self.execute(codes[index], limits, kind)
             if on_result is not None:
                 on_result(index, result)
             return result
@@ -123,12 +125,17 @@ _HEAVY = re.compile(r"\b(?:sympy|numpy|mpmath|scipy)\b")
 
 
 class _Worker:
-    """One CPU slot: a light fork server, and a heavy one started when a program first needs it."""
+    """One CPU slot: a light fork server, and the heavy and grader ones, started when first needed."""
+
+    KINDS = ("light", "heavy", "grader")
 
     def __init__(self, plan: ZygotePlan):
         self.plan = plan
-        self.light = _Server(plan, "light")
-        self.heavy: _Server | None = None
+        self.servers = {"light": _Server(plan, "light")}
+
+    @property
+    def light(self) -> "_Server":
+        return self.servers["light"]
 
     @property
     def ready_report(self) -> dict:
@@ -137,18 +144,19 @@ class _Worker:
     def wait_ready(self) -> None:
         self.light.wait_ready()
 
-    def run(self, code: str, limits: Limits) -> ExecutionResult:
-        if not _HEAVY.search(code):
-            return self.light.run(code, limits)
-        if self.heavy is None:
-            self.heavy = _Server(self.plan, "heavy")
-            self.heavy.wait_ready()
-        return self.heavy.run(code, limits)
+    def run(self, code: str, limits: Limits, kind: str | None = None) -> ExecutionResult:
+        kind = kind or ("heavy" if _HEAVY.search(code) else "light")
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        if kind not in self.servers:
+            server = _Server(self.plan, kind)
+            server.wait_ready()
+            self.servers[kind] = server
+        return self.servers[kind].run(code, limits)
 
     def close(self) -> None:
-        for server in (self.light, self.heavy):
-            if server is not None:
-                server.close()
+        for server in self.servers.values():
+            server.close()
 
 
 class _Server:

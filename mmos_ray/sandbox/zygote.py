@@ -44,6 +44,17 @@ PRELOAD_LIGHT = ("math", "cmath", "fractions", "decimal", "itertools", "functool
                  "random", "re", "string", "datetime", "heapq", "bisect", "operator", "json", "copy", "typing",
                  "dataclasses", "numbers", "textwrap", "time")
 PRELOAD_HEAVY = PRELOAD_LIGHT + ("numpy", "sympy", "sympy.parsing.sympy_parser", "mpmath")
+# The grader server: the heavy set plus our grading rules and their parsers (mmos_ray.core.grading).
+PRELOAD_GRADER = PRELOAD_HEAVY + ("sympy.parsing.latex", "latex2sympy2_extended", "math_verify",
+                                  "mmos_ray.core.grading")
+WARMUP_GRADER = r"""
+from mmos_ray.core.grading import symbolic_verdict
+for mode in ("compat", "strict"):
+    for pred, gold in (("\\frac{1}{2}", "0.5"), ("x+1", "1+x"), ("(1,2)", "(1, 2)"), ("[0, 1)", "[0,1)"),
+                       ("\\sqrt{8}", "2\\sqrt{2}"), ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "(1,2)")):
+        symbolic_verdict(pred, gold, mode)
+"""
+
 # Run once in the heavy server before any fork: sympy imports and initialises much on first use (the
 # first factor() costs 25 ms, the next 1.5 ms). Every child starts from this same warmed state.
 WARMUP_HEAVY = """
@@ -56,6 +67,8 @@ str(sp.limit(sp.sin(x) / x, x, 0)); str(sp.Matrix([[1, 2], [3, 4]]).det()); sp.l
 str(sp.binomial(10, 3)); str(sp.factorint(360)); str(sp.isprime(97)); str(sp.gcd(12, 18)); str(sp.Sum(x, (x, 1, 10)).doit())
 str(np.array([1.5, 2]) * 2); str(np.linalg.solve(np.eye(2), np.ones(2)))
 """
+PRELOADS = {"light": PRELOAD_LIGHT, "heavy": PRELOAD_HEAVY, "grader": PRELOAD_GRADER}
+WARMUPS = {"heavy": WARMUP_HEAVY, "grader": WARMUP_HEAVY + WARMUP_GRADER}
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_SECCOMP = 22
@@ -77,10 +90,10 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(devnull, fd)
-    preload = PRELOAD_HEAVY if options.get("kind") == "heavy" else PRELOAD_LIGHT
-    preloaded = [name for name in preload if _try_import(name)]
-    if options.get("kind") == "heavy" and "sympy" in preloaded:
-        _warm_up(WARMUP_HEAVY)
+    kind = options.get("kind", "light")
+    preloaded = [name for name in PRELOADS[kind] if _try_import(name)]
+    if kind in WARMUPS and "sympy" in preloaded:
+        _warm_up(WARMUPS[kind])
     gc.freeze()  # the parent's objects leave the collector: children's collections do not touch (copy) their pages
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/<pid>/mem or ptrace of the server by its children
     subreaper = _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0

@@ -88,3 +88,14 @@ def test_run_with_a_bad_source_fails_cleanly_and_writes_no_manifest(tmp_path):
     assert out.returncode == 2
     assert "train.jsonl:2: missing field 'answer', which dataset 'gsm8k' needs" in out.stderr
     assert storage.read_manifest(tmp_path / "runs/quickstart/00_prepare") is None
+
+
+def test_grade_shows_both_modes_and_the_disagreement(tmp_path):
+    out = mmos("grade", "50", "0.5")
+    assert '"compat": {"correct": true, "decided_by": "numeric_percent"}' in out.stdout
+    assert '"strict": {"correct": false, "decided_by": "decimal"}' in out.stdout
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"pred": "1000001", "gold": "1000000"}\n{"pred": "7", "gold": "7"}\n')
+    report = tmp_path / "report.json"
+    out = mmos("grade", "--file", str(pairs), "--report", str(report))
+    assert "2 pairs, modes disagree on 1" in out.stdout and report.exists()

@@ -4,7 +4,9 @@ import pytest
 
 from mmos_ray.core.answers import (
     clean_answer_span,
+    extract_answer,
     extract_boxed,
+    extract_program_output,
     format_number,
     remove_thousands_separators,
     strip_string,
@@ -81,3 +83,27 @@ def test_format_number_rejects_non_numbers(bad):
                                            ("4,6,14,15", "4,6,14,15"), ("(1,2)", "(1,2)"), ("12", "12")])
 def test_remove_thousands_separators(raw, expected):
     assert remove_thousands_separators(raw) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("We compute ... so the total is $\\boxed{18}$.", "18"),
+    ("First $\\boxed{1}$, then correcting: $\\boxed{\\frac{1}{2}}$", "\\frac{1}{2}"),
+    ("The answer is 42.", "42"),
+    ("the answer is: 7", "7"),
+    ("```python\nprint(3 + 4)\n```\n```output\n7\n```\nSo", "7"),
+    ("```output\n1\n```\nthen\n```output\n2,500\n```", "2500"),
+    ("I think 12 apples and 1,300 pears", "1300"),
+    ("no number at all", ""),
+    ("The answer is $\\boxed{1,080}$", "1080"),
+    ("so x = \\boxed{\\dfrac{9}{7}}.", "\\frac{9}{7}"),
+])
+def test_extract_answer_follows_tora_order(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_extract_answer_can_keep_the_span_as_written():
+    text = "Therefore $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}$."
+    assert extract_answer(text, normalize=False) == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert extract_answer(text) == "(3,\\frac{\\pi}{2})"
+    assert extract_program_output("```output\n  x \n```") == "x"
+    assert extract_program_output("no output block") == ""
