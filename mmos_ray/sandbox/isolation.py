@@ -106,7 +106,11 @@ def _sec(has_seccomp: bool) -> str:
 def _bwrap_args(scratch_mb: int, setuid: bool) -> list[str]:
     args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
             "--unshare-uts", "--unshare-cgroup-try", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--size", str(scratch_mb * 1024 * 1024), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+            "--size", str(scratch_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    for path in _needed_under_tmp():  # the private /tmp would hide them (a venv or checkout under /tmp)
+        args += ["--ro-bind", path, path]
+    # /dev and its /dev/shm are bwrap's own tmpfs: read-only, so that /tmp is the only writable place.
+    args += ["--remount-ro", "/dev", "--chdir", "/tmp", "--clearenv"]
     for key, value in ZYGOTE_ENV.items():
         args += ["--setenv", key, value]
     if os.geteuid() == 0:
@@ -114,6 +118,19 @@ def _bwrap_args(scratch_mb: int, setuid: bool) -> list[str]:
         if setuid:
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN"]
     return args + ["--"]
+
+
+def _needed_under_tmp() -> list[str]:
+    """The interpreter, its libraries and our package, where they live under /tmp (outermost paths only)."""
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+                  _PACKAGE_PARENT, *sys.path}
+    under_tmp = sorted(os.path.realpath(p) for p in candidates
+                       if p and os.path.realpath(p).startswith("/tmp/") and os.path.exists(p))
+    outermost: list[str] = []
+    for path in under_tmp:
+        if not any(path == kept or path.startswith(kept + "/") for kept in outermost):
+            outermost.append(path)
+    return outermost
 
 
 @functools.lru_cache(maxsize=1)

@@ -131,6 +131,7 @@ class Server:
         self.devnull = devnull
         self.seccomp = _compile_seccomp_filter(os.getpid()) if options.get("seccomp", True) else None
         self.counter = 0
+        self.skeleton = _skeleton(self.scratch)  # what the scratch holds before any program: kept by _wipe
 
     def report(self) -> dict:
         return {"seccomp": self.seccomp is not None, "network_isolated": _network_isolated(),
@@ -215,14 +216,35 @@ class Server:
                 _reap(pid)
 
     def _wipe(self) -> None:
-        for entry in os.scandir(self.scratch):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
+        """Remove everything a program added to the scratch space (anywhere in it, not only its workdir)."""
+        for directory, keep in self.skeleton.items():
+            for entry in os.scandir(directory):
+                if entry.name in keep:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(entry.path)
+                    except OSError:
+                        pass
+
+
+def _skeleton(scratch: str) -> dict[str, set[str]]:
+    """Each folder of the scratch tree and the entries it starts with, not descending into mount points.
+
+    Under bubblewrap the scratch (/tmp) may hold read-only binds of a venv or checkout that live under
+    the host's /tmp; their parent folders are ours to keep, anything else is a program's to lose.
+    """
+    skeleton = {}
+    pending = [scratch]
+    while pending:
+        directory = pending.pop()
+        entries = list(os.scandir(directory))
+        skeleton[directory] = {entry.name for entry in entries}
+        pending.extend(entry.path for entry in entries
+                       if entry.is_dir(follow_symlinks=False) and not os.path.ismount(entry.path))
+    return skeleton
 
 
 def _exec_program(code: str) -> int:
