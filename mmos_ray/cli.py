@@ -81,6 +81,13 @@ def prepare(config: ConfigOption = None, set_: SetOption = None) -> None:
     _print_manifest(pipeline.prepare(_load(config, set_)))
 
 
+@app.command()
+@_clean_errors
+def sample(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Stage 01: sample tool-integrated reasoning paths (resumes where a previous run stopped)."""
+    _print_manifest(pipeline.sample(_load(config, set_)))
+
+
 @config_app.command("show")
 @_clean_errors
 def config_show(config: ConfigOption = None, set_: SetOption = None) -> None:

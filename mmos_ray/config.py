@@ -70,15 +70,37 @@ class SourceConfig(Section):
         return get_split(get_dataset(self.dataset), self.split)[0]
 
 
+class AdaptiveConfig(Section):
+    """Sample in waves until a problem has `target_correct` correct paths (or `max_samples` were drawn)."""
+
+    enabled: bool = False
+    wave_size: int = Field(4, ge=1, description="samples per problem per wave")
+    target_correct: int = Field(4, ge=1, description="stop sampling a problem once it has this many correct paths")
+    max_samples: int = Field(64, ge=1, description="cap per problem")
+    grader: Literal["compat", "strict"] = "compat"
+
+
 class SampleConfig(Section):
     model: str = Field("smollm2", description="'tiny', 'smollm2', a model folder, or a hub id (paths.hub_models)")
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(dataset="gsm8k", split="train", limit=16)])
-    num_samples: int = Field(4, ge=1, description="sampled paths per problem (the paper uses 100)")
+    num_samples: int = Field(4, ge=1, description="sampled paths per problem, k (the paper uses 100)")
     temperature: float = Field(0.9, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(512, ge=1, description="new tokens per generation round (the paper uses 1024)")
     max_rounds: int = Field(4, ge=1, description="tool-call rounds per path")
     seed: int = 0
+    prompt: Literal["train", "fewshot"] = Field("fewshot", description="train: the MMOS SFT format; "
+                                                "fewshot: instructions + worked examples, for untuned models")
+    engine: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: vLLM when installed, else HF")
+    num_engines: int = Field(1, ge=1, description="engine actors (one per GPU; on CPU one per 1-2 cores)")
+    batch_size: int = Field(32, ge=1, description="rows per engine call (Ray Data batch)")
+    max_model_len: int = Field(4096, ge=256)
+    timeout_s: float = Field(5.0, gt=0, description="wall-clock limit per program (the paper's 5 s)")
+    sandbox_actors: int | None = Field(None, ge=1, description="default: the CPUs the engines leave free, >= 1")
+    observation: Literal["full", "compat"] = Field("full", description="full: all output, head+tail cut at "
+                                                   "observation_chars; compat: ToRA's last line cut at 100")
+    observation_chars: int = Field(512, ge=16)
+    adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
 
 
 class VerifyConfig(Section):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import operator
 import os
 import random
 import shutil
@@ -56,12 +57,13 @@ def resolve_model(spec: str, models_dir: Path, allow_hub: bool = False) -> str:
                      "to download it from the Hugging Face hub set paths.hub_models=true")
 
 
-def build_tiny(out: Path, arch: str = "llama", seed: int = 0, force: bool = False) -> Path:
-    """A tiny random causal LM (2 layers, hidden 64) with a byte-level BPE tokenizer trained here."""
+def build_tiny(out: Path, arch: str = "llama", seed: int = 0, force: bool = False, pretrain_steps: int = 300) -> Path:
+    """A tiny causal LM (2 layers, hidden 64) with a byte-level BPE tokenizer trained here, pretrained for
+    `pretrain_steps` on generated tool-integrated examples (0: random weights)."""
     if arch not in ("llama", "qwen2"):
         raise ValueError(f"arch must be 'llama' or 'qwen2', got {arch!r}")
-    request = {"kind": "tiny", "arch": arch, "seed": seed, "format": _TINY_FORMAT}
-    return _cached(Path(out), request, force, lambda tmp: _write_tiny(tmp, arch, seed))
+    request = {"kind": "tiny", "arch": arch, "seed": seed, "format": _TINY_FORMAT, "pretrain_steps": pretrain_steps}
+    return _cached(Path(out), request, force, lambda tmp: _write_tiny(tmp, arch, seed, pretrain_steps))
 
 
 def convert_smollm2(out: Path, force: bool = False) -> Path:
@@ -93,7 +95,7 @@ def _marker(out: Path) -> dict[str, Any] | None:
         return None
 
 
-def _write_tiny(out: Path, arch: str, seed: int) -> None:
+def _write_tiny(out: Path, arch: str, seed: int, pretrain_steps: int) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -106,8 +108,33 @@ def _write_tiny(out: Path, arch: str, seed: int) -> None:
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **_TINY_SHAPE)
     torch.manual_seed(seed)
     model = model_cls(config)
+    if pretrain_steps:
+        _pretrain(model, tokenizer, seed, pretrain_steps)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def _pretrain(model, tokenizer, seed: int, steps: int, batch_size: int = 32, seq_len: int = 128) -> None:
+    """A few hundred steps on the generated tool-integrated examples: enough for the tiny model to write
+    the format (a ```python block, then an answer in \\boxed{} after the output), so that tests see code
+    run and rounds end. It learns the format, not arithmetic."""
+    import torch
+
+    texts = [t for t in _tokenizer_corpus(seed + 1, n=2000) if t.startswith("<|user|>")]
+    encoded = tokenizer(texts, max_length=seq_len, truncation=True, padding="max_length", return_tensors="pt")
+    labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(0, len(texts), (batch_size,), generator=generator)
+        loss = model(input_ids=encoded.input_ids[rows], attention_mask=encoded.attention_mask[rows],
+                     labels=labels[rows]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    logger.info("tiny model: %d pretraining steps, final loss %.3f", steps, loss.item())
 
 
 def _train_tokenizer(seed: int):
@@ -120,6 +147,9 @@ def _train_tokenizer(seed: int):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(_tokenizer_corpus(seed), trainer=trainer)
     return tokenizer
+
+
+_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 
 
 def _tokenizer_corpus(seed: int, n: int = 3000):
@@ -137,7 +167,7 @@ def _tokenizer_corpus(seed: int, n: int = 3000):
         a, b = rng.randint(1, 999), rng.randint(1, 99)
         who, what = rng.choice(names), rng.choice(things)
         op, word = rng.choice([("+", "gets"), ("-", "gives away"), ("*", "multiplies by"), ("/", "splits into")])
-        result = eval(f"{a} {op} {b}")  # noqa: S307 - our own generated arithmetic, never model output
+        result = _ARITHMETIC[op](a, b)
         yield (f"<|user|>\n{who} has {a} {what} and {word} {b}. How many {what} does {who} have now?\n"
                f"<|assistant|>\n```python\ndef solution():\n    {what} = {a}\n    result = {what} {op} {b}\n"
                f"    return result\n\nprint(solution())\n```\n```output\n{result}\n```\n"

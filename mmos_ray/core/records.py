@@ -44,3 +44,37 @@ class Problem:
             gold=row["gold"],
             meta=json.loads(meta) if isinstance(meta, str) else dict(meta),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """One sampled tool-integrated reasoning path, with its lineage.
+
+    `text` is everything after the prompt: prose, ```python blocks, the ```output blocks we appended,
+    and the final answer. `error` is set (and `text` may be empty) when sampling this row failed: the
+    row is kept so the batch is not lost, and a rerun does not retry it.
+    """
+
+    problem_id: str
+    sample_idx: int
+    seed: int
+    model: str
+    prompt_version: str
+    text: str
+    rounds: int
+    finish_reason: str  # boxed, no_code, length, max_rounds, error
+    num_tokens: int  # generated, all rounds
+    num_prompt_tokens: int  # of the first round's prompt
+    executions: int
+    error: str = ""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.problem_id, self.sample_idx
+
+    def to_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Trajectory":
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row})

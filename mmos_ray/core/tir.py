@@ -1,10 +1,15 @@
-"""The tool-integrated-reasoning protocol, pure: what the model is shown after its code runs.
+"""The tool-integrated-reasoning protocol, pure: when a round ends the trajectory, which code runs, and
+what the model is shown after it runs.
 
-The sampling driver (stages) executes a code block in the sandbox and appends
-"```output\\n{observation}\\n```" to the trajectory; this module decides what the observation says.
+The sampling driver (`engines.tir_loop`) generates, executes the code in the sandbox, and calls
+`apply_generation` / `apply_observation` on a `TIRState`; the rules live here so that sampling,
+evaluation and serving share them.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import re
 
 
 def truncate_middle(text: str, max_chars: int) -> str:
@@ -35,3 +40,72 @@ def format_observation(stdout: str, error: str, max_chars: int = 512, compat: bo
     if error:
         parts.append(error.strip())
     return truncate_middle("\n".join(parts), max_chars)
+
+
+LIMIT_NOTE = "\nReach max function call limit."
+_PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+
+def last_python_block(text: str) -> str | None:
+    """The code of the last closed ```python block, or None."""
+    blocks = _PYTHON_BLOCK.findall(text)
+    return blocks[-1] if blocks else None
+
+
+@dataclasses.dataclass
+class TIRState:
+    """One trajectory in progress: the prompt, everything after it, and what happens next."""
+
+    prompt: str
+    text: str = ""
+    rounds: int = 0
+    num_tokens: int = 0
+    num_prompt_tokens: int = 0
+    executions: int = 0
+    pending_code: str | None = None
+    finish_reason: str | None = None  # "boxed", "no_code", "length", "max_rounds", "error"; None while running
+    error: str = ""
+    seed: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def next_prompt(self) -> str:
+        return self.prompt + self.text
+
+
+def apply_generation(state: TIRState, text: str, engine_finish: str, num_tokens: int,
+                     num_prompt_tokens: int = 0) -> None:
+    """Append one round of model output, then decide: finished, or a program to run first.
+
+    ToRA's rule (mmos-method.md §2.1): an output that has a boxed answer, or does not end with a closed
+    code block, ends the trajectory; otherwise its last ```python block runs.
+    """
+    output = text.rstrip()
+    state.text += output
+    state.rounds += 1
+    state.num_tokens += num_tokens
+    if state.rounds == 1:
+        state.num_prompt_tokens = num_prompt_tokens
+    code = last_python_block(output) if output.endswith("```") else None
+    if "\\boxed" in output:
+        state.finish_reason = "boxed"
+    elif code is not None:
+        state.pending_code = code
+    elif engine_finish == "length":
+        state.finish_reason = "length"
+    else:
+        state.finish_reason = "no_code"
+
+
+def apply_observation(state: TIRState, stdout: str, error: str, max_rounds: int, max_chars: int = 512,
+                      compat: bool = False) -> None:
+    """Append the program's observation; after the last allowed round, the limit note ends it."""
+    observation = format_observation(stdout, error, max_chars=max_chars, compat=compat)
+    state.text += f"\n```output\n{observation}\n```\n"
+    state.pending_code = None
+    state.executions += 1
+    if state.rounds >= max_rounds:
+        state.text += LIMIT_NOTE
+        state.finish_reason = "max_rounds"

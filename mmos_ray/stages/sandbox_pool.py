@@ -11,6 +11,7 @@ retried; a crashed fork server inside an actor is restarted by the actor.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Iterable
 
@@ -37,16 +38,25 @@ class SandboxActor:
 
 
 class SandboxPool:
-    """`num_actors` sandbox actors (default: the cluster's CPU count, at least 1)."""
+    """`num_actors` sandbox actors (default: the cluster's CPU count, at least 1).
+
+    `execute_many` blocks; `submit` / `collect` let a caller (the TIR loop) generate while programs run.
+    Pass `actors` to wrap actors made elsewhere (e.g. handed to Ray Data workers).
+    """
 
     def __init__(self, num_actors: int | None = None, limits: Limits | None = None, isolation: str = "auto",
-                 chunk_size: int = 16):
+                 chunk_size: int = 16, num_cpus: float = 1.0, actors: list | None = None):
+        self.limits = limits or Limits()
+        self.chunk_size = chunk_size
+        self._turn = itertools.count()
+        if actors is not None:
+            self.actors = list(actors)
+            return
         if num_actors is None:
             num_actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
         resources = {"sandbox": 1} if ray.cluster_resources().get("sandbox") else None
-        self.limits = limits or Limits()
-        self.chunk_size = chunk_size
-        self.actors = [SandboxActor.options(resources=resources).remote(self.limits.to_dict(), isolation)
+        self.actors = [SandboxActor.options(resources=resources, num_cpus=num_cpus).remote(self.limits.to_dict(),
+                                                                                          isolation)
                        for _ in range(num_actors)]
 
     def execute_many(self, codes: Iterable[str], limits: Limits | None = None) -> list[ExecutionResult]:
@@ -58,6 +68,25 @@ class SandboxPool:
         for chunk_results in pool.map(lambda actor, chunk: actor.execute_many.remote(chunk, chosen), chunks):
             results.extend(ExecutionResult.from_dict(r) for r in chunk_results)
         return results
+
+    def submit(self, codes: list[str]) -> list:
+        """Start the programs (spread over the actors) and return at once; `collect` waits for them."""
+        if not codes:
+            return []
+        per_actor = -(-len(codes) // len(self.actors))
+        size = max(1, min(self.chunk_size, per_actor))
+        chunks = [codes[i:i + size] for i in range(0, len(codes), size)]
+        chosen = self.limits.to_dict()
+        offset = next(self._turn)  # successive submissions start on different actors
+        return [self.actors[(offset + i) % len(self.actors)].execute_many.remote(chunk, chosen)
+                for i, chunk in enumerate(chunks)]
+
+    def ready(self, refs: list) -> bool:
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        return len(done) == len(refs)
+
+    def collect(self, refs: list) -> list[ExecutionResult]:
+        return [ExecutionResult.from_dict(r) for chunk in ray.get(refs) for r in chunk]
 
     def protections(self) -> dict:
         return ray.get(self.actors[0].protections.remote())

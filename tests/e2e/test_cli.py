@@ -59,8 +59,12 @@ def test_config_typo_fails_with_the_key_path(tmp_path):
     assert f"{bad}:2: sample.modle: unknown key (did you mean 'model'?)" in out.stderr
 
 
-def test_run_prepares_skips_redoes_and_starts_fresh(tmp_path, data_dir):
-    args = ["run", "--set", "sample.model=tiny", "--set", "sample.sources=[{dataset: gsm8k, split: test, limit: 5}, "
+SMALL_RUN = ["--set", "sample.model=tiny", "--set", "sample.prompt=train", "--set", "sample.num_samples=1",
+             "--set", "sample.max_tokens=32", "--set", "sample.max_rounds=1"]
+
+
+def test_prepare_fixes_problems_skips_and_redoes(tmp_path, data_dir):
+    args = ["prepare", "--set", "sample.model=tiny", "--set", "sample.sources=[{dataset: gsm8k, split: test, limit: 5}, "
             "{dataset: math, split: test, limit: 3}]", "--set", f"paths.data_dir={data_dir}"]
     first = mmos(*args, cwd=tmp_path)
     assert "00_prepare: done" in first.stdout
@@ -70,20 +74,27 @@ def test_run_prepares_skips_redoes_and_starts_fresh(tmp_path, data_dir):
     assert Path(manifest["model"]["path"]) == tmp_path / "models/tiny"
     ids = pq.read_table(stage / "problems.parquet").column("id").to_pylist()
     assert ids == [f"gsm8k/test/{i}" for i in range(5)] + [f"math/test/{i}" for i in range(3)]
-
     assert "00_prepare: skipped" in mmos(*args, cwd=tmp_path).stdout
-    changed = mmos(*args, "--set", "sample.seed=1", cwd=tmp_path)
-    assert "00_prepare: done" in changed.stdout
+    assert "00_prepare: done" in mmos(*args, "--set", "sample.seed=1", cwd=tmp_path).stdout
+
+
+def test_run_runs_the_stages_and_fresh_starts_over(tmp_path, data_dir):
+    args = ["run", *SMALL_RUN, "--set", "sample.sources.0.limit=2", "--set", f"paths.data_dir={data_dir}"]
+    first = mmos(*args, cwd=tmp_path)
+    assert "00_prepare: done" in first.stdout and "01_sample: done" in first.stdout
+    assert storage.read_manifest(tmp_path / "runs/quickstart/01_sample")["counts"]["samples"] == 2
+    second = mmos(*args, cwd=tmp_path)
+    assert "00_prepare: skipped" in second.stdout and "01_sample: skipped" in second.stdout
     marker = tmp_path / "runs/quickstart/marker"
     marker.write_text("x")
-    mmos(*args, "--fresh", cwd=tmp_path)
+    assert "01_sample: done" in mmos(*args, "--fresh", cwd=tmp_path).stdout
     assert not marker.exists()
 
 
 def test_run_with_a_bad_source_fails_cleanly_and_writes_no_manifest(tmp_path):
     (tmp_path / "data/gsm8k").mkdir(parents=True)
     (tmp_path / "data/gsm8k/train.jsonl").write_text('{"question": "q", "answer": "#### 3"}\n{"question": "q2"}\n')
-    out = mmos("run", "--set", "sample.model=tiny", "--set", f"paths.data_dir={tmp_path / 'data'}", cwd=tmp_path,
+    out = mmos("prepare", "--set", "sample.model=tiny", "--set", f"paths.data_dir={tmp_path / 'data'}", cwd=tmp_path,
                check=False)
     assert out.returncode == 2
     assert "train.jsonl:2: missing field 'answer', which dataset 'gsm8k' needs" in out.stderr

@@ -7,18 +7,18 @@ from pathlib import Path
 import yaml
 
 from mmos_ray import storage
+from tests.e2e.test_cli import SMALL_RUN
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_jobs_all_runs_the_pipeline(tmp_path, data_dir):
     out = subprocess.run([sys.executable, str(ROOT / "jobs/all.py"), "--config", str(ROOT / "configs/quickstart.yaml"),
-                          "--set", "sample.model=tiny", "--set", "sample.sources.0.limit=2",
-                          "--set", f"paths.data_dir={data_dir}"],
+                          *SMALL_RUN, "--set", "sample.sources.0.limit=2", "--set", f"paths.data_dir={data_dir}"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "00_prepare done {'problems': 2" in out.stdout
-    assert storage.read_manifest(tmp_path / "runs/quickstart/00_prepare")["counts"]["problems"] == 2
+    assert "00_prepare done {'problems': 2" in out.stdout and "01_sample done" in out.stdout
+    assert storage.read_manifest(tmp_path / "runs/quickstart/01_sample")["counts"]["samples"] == 2
 
 
 def test_ray_cluster_yaml_is_valid_for_the_cluster_launcher():
