@@ -88,6 +88,27 @@ def sample(config: ConfigOption = None, set_: SetOption = None) -> None:
     _print_manifest(pipeline.sample(_load(config, set_)))
 
 
+@app.command()
+@_clean_errors
+def verify(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Stage 02: re-run every code block in the sandbox, grade the answers, fingerprint the programs."""
+    _print_manifest(pipeline.verify(_load(config, set_)))
+
+
+@app.command()
+@_clean_errors
+def minimize(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Stage 03: rank each problem's distinct correct paths (main path, then the most diverse)."""
+    _print_manifest(pipeline.minimize(_load(config, set_)))
+
+
+@app.command()
+@_clean_errors
+def mix(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Stage 04: mix the minimal sets by rate, decontaminate, write the SFT file and the data card."""
+    _print_manifest(pipeline.mix(_load(config, set_)))
+
+
 @config_app.command("show")
 @_clean_errors
 def config_show(config: ConfigOption = None, set_: SetOption = None) -> None:

@@ -106,17 +106,24 @@ class SampleConfig(Section):
 class VerifyConfig(Section):
     timeout_s: float = Field(5.0, gt=0, description="wall-clock limit per program")
     grader: Literal["compat", "strict"] = "compat"
+    num_workers: int | None = Field(None, ge=1, description="verify actors; default: one per CPU")
+    batch_size: int = Field(256, ge=1, description="trajectories per actor call")
 
 
 class MinimizeConfig(Section):
     k: int = Field(3, ge=0, description="diverse paths kept per problem besides the main path")
-    selection: Literal["diverse", "random"] = "diverse"
+    selection: Literal["diverse", "random"] = Field("diverse", description="diverse: greedy farthest-point "
+                                                    "by edit distance; random: the seeded random baseline")
+    sweep: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 5, 10],
+                             description="k values whose set sizes the manifest reports (any k is rank <= k)")
     seed: int = 42
 
 
 class MixConfig(Section):
-    rates: dict[str, float] = Field(default_factory=dict, description="per-source fraction (<=1) or count (>1)")
+    rates: dict[str, float] = Field(default_factory=dict, description="per source ('gsm8k/train'): fraction "
+                                    "(<=1) or row count (>1); sources not named keep everything")
     decontaminate: bool = True
+    ngram: int = Field(13, ge=3, description="word n-gram length for decontamination")
     seed: int = 0
 
 

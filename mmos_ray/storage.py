@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,19 +129,30 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows (dicts with the same keys) to one Parquet file atomically."""
+def write_parquet(path: Path, rows: list[dict[str, Any]], empty_columns: Sequence[str] = ()) -> None:
+    """Write rows (dicts with the same keys) to one Parquet file atomically. With no rows, `empty_columns`
+    names the (string) columns of the empty file; without them an empty write is refused."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not rows:
+    if not rows and not empty_columns:
         raise ValueError(f"refusing to write {path} with no rows")
-    table = pa.Table.from_pylist(rows)
+    table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in empty_columns})
+    write_table(path, table)
+
+
+def write_table(path: Path, table) -> None:
+    """Write a pyarrow Table to one Parquet file atomically."""
+    import pyarrow.parquet as pq
+
     _atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def read_parquet(path: Path) -> list[dict[str, Any]]:
-    return [record for _, record in read_records(Path(path))]
+    """All rows of one of our own Parquet files (empty is fine here; user inputs go through read_records)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
 
 
 def write_manifest(stage_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:

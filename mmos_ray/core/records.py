@@ -78,3 +78,22 @@ class Trajectory:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Trajectory":
         return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row})
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """What re-executing and grading one trajectory found (stage 02 writes it beside the trajectory)."""
+
+    pred: str  # the extracted answer, as the grader saw it
+    correct: bool
+    decided_by: str  # the grading rule that decided
+    exec_ok: bool  # it has code, and every block re-ran without error or time-out
+    outputs_match: bool  # every recorded ```output block equals what re-running its block shows
+    blocks: int
+    exec_error: str  # the first block's error, if any
+    fingerprint: str  # hash of the canonical key over all blocks
+    canonical_key: str
+    unparsable_blocks: int
+
+    def to_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

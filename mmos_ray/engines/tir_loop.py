@@ -15,6 +15,8 @@ way the engine waits only when nothing is left to generate but programs are stil
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Protocol, Sequence
@@ -49,8 +51,12 @@ def run_rounds(engine: Engine, executor: Executor, states: Sequence[TIRState],
                compat_observation: bool = False, groups: int = 2) -> LoopStats:
     """Run every state to the end. A state the engine fails on ends with finish_reason "error"."""
     if hasattr(engine, "add_request"):
-        return _run_continuous(engine, executor, states, sampling, max_rounds, observation_chars,
-                               compat_observation)
+        loop = ContinuousLoop(lambda: engine, executor, observation_chars, compat_observation)
+        try:
+            loop.run(states, sampling, max_rounds)
+        finally:
+            loop.close()
+        return loop.stats
     stats = LoopStats()
     started = time.perf_counter()
     parts = [list(states[i::groups]) for i in range(groups) if states[i::groups]]
@@ -81,62 +87,149 @@ def run_rounds(engine: Engine, executor: Executor, states: Sequence[TIRState],
     return stats
 
 
-def _run_continuous(engine, executor: Executor, states: Sequence[TIRState], sampling, max_rounds: int,
-                    observation_chars: int, compat_observation: bool) -> LoopStats:
-    stats = LoopStats()
-    started = time.perf_counter()
-    waiting: dict[str, TIRState] = {}  # request id -> state
-    in_flight: list[tuple[list[TIRState], Any]] = []
+class ContinuousLoop:
+    """One engine that takes requests one by one (vLLM), driven by its own thread for any number of callers.
 
-    def request(state: TIRState) -> None:
+    `run(states, ...)` blocks until those states finish; meanwhile other callers' states share the
+    engine's running batch, so the stragglers of one batch (a few long trajectories) overlap with the
+    next batch instead of leaving the engine nearly idle. The engine is made on the loop's thread
+    (`make_engine`): vLLM on CPU binds its OpenMP threads from the thread that starts it.
+    """
+
+    def __init__(self, make_engine: Callable[[], Any], executor: Executor, observation_chars: int = 512,
+                 compat_observation: bool = False):
+        self.executor = executor
+        self.observation_chars = observation_chars
+        self.compat_observation = compat_observation
+        self.stats = LoopStats()  # cumulative; wall_s = time with work in hand
+        self._inbox: queue.Queue = queue.Queue()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, args=(make_engine,), name="tir-loop", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def run(self, states: Sequence[TIRState], sampling: Callable[[TIRState], SamplingParams], max_rounds: int) -> None:
+        job = _Job(list(states), sampling, max_rounds)
+        self._inbox.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+
+    def close(self) -> None:
+        self._inbox.put(None)
+        self._thread.join(timeout=30)
+
+    def _main(self, make_engine) -> None:
+        try:
+            self.engine = make_engine()
+        except BaseException as exc:
+            self._error = exc
+            return
+        finally:
+            self._ready.set()
+        self._waiting: dict[str, tuple[TIRState, _Job]] = {}
+        self._in_flight: list[tuple[list[tuple[TIRState, _Job]], Any]] = []
+        self._jobs: list[_Job] = []
+        try:
+            while self._take_jobs():
+                began = time.perf_counter()
+                self._step()
+                self._collect()
+                self._finish_jobs()
+                self.stats.wall_s += time.perf_counter() - began
+        except BaseException as exc:  # a bug of ours: fail every caller rather than hang them
+            for job in self._jobs:
+                job.error = exc
+                job.done.set()
+
+    def _take_jobs(self) -> bool:
+        """Admit new jobs; block for one when there is nothing else to do. False when closed."""
+        while True:
+            if self._waiting:
+                timeout = 0.0
+            elif self._in_flight:
+                timeout = 0.005  # programs are running: look again soon
+            else:
+                timeout = None
+            try:
+                job = self._inbox.get(timeout=timeout) if timeout != 0.0 else self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            self._jobs.append(job)
+            for state in job.states:
+                self._request(state, job)
+            if timeout is None and not self._waiting and not self._in_flight:
+                self._finish_jobs()  # every state failed at once: answer the caller, wait for the next
+                continue
+            timeout = 0.0
+
+    def _request(self, state: TIRState, job: "_Job") -> None:
         request_id = f"{id(state)}-{state.rounds}"
         try:
-            engine.add_request(request_id, state.next_prompt(), sampling(state))
-            waiting[request_id] = state
+            self.engine.add_request(request_id, state.next_prompt(), job.sampling(state))
+            self._waiting[request_id] = (state, job)
         except Exception as exc:
             _fail([state], exc)
 
-    for state in states:
-        request(state)
-    while waiting or in_flight:
-        if waiting:
-            began = time.perf_counter()
-            try:
-                finished = engine.step()
-            except Exception as exc:  # the engine failed mid-batch: end what it held, keep everything else
-                _fail(list(waiting.values()), exc)
-                engine.abort(list(waiting))
-                waiting.clear()
-                finished = []
-            stats.generate_s += time.perf_counter() - began
-            stats.generate_calls += 1
-            to_run = []
-            for request_id, completion in finished:
-                state = waiting.pop(request_id)
-                apply_generation(state, completion.text, completion.finish_reason, completion.num_tokens,
-                                 completion.num_prompt_tokens)
-                if state.pending_code is not None:
-                    to_run.append(state)
-            if to_run:
-                stats.programs += len(to_run)
-                in_flight.append((to_run, executor.submit([s.pending_code for s in to_run])))
+    def _step(self) -> None:
+        if not self._waiting:
+            return
+        began = time.perf_counter()
+        try:
+            finished = self.engine.step()
+        except Exception as exc:  # the engine failed mid-batch: end what it held, keep everything else
+            _fail([state for state, _ in self._waiting.values()], exc)
+            self.engine.abort(list(self._waiting))
+            self._waiting.clear()
+            finished = []
+        self.stats.generate_s += time.perf_counter() - began
+        self.stats.generate_calls += 1
+        to_run = []
+        for request_id, completion in finished:
+            state, job = self._waiting.pop(request_id)
+            apply_generation(state, completion.text, completion.finish_reason, completion.num_tokens,
+                             completion.num_prompt_tokens)
+            if state.pending_code is not None:
+                to_run.append((state, job))
+        if to_run:
+            self.stats.programs += len(to_run)
+            self._in_flight.append((to_run, self.executor.submit([s.pending_code for s, _ in to_run])))
+
+    def _collect(self) -> None:
         still_running = []
-        for ran, handle in in_flight:
-            if waiting and not executor.ready(handle):
+        for ran, handle in self._in_flight:
+            if self._waiting and not self.executor.ready(handle):
                 still_running.append((ran, handle))
                 continue
             waited = time.perf_counter()
-            results = executor.collect(handle)  # blocks only when the engine has nothing else to do
-            if not waiting:
-                stats.wait_s += time.perf_counter() - waited
-            for state, result in zip(ran, results):
-                apply_observation(state, result.stdout, result.error, max_rounds, observation_chars,
-                                  compat_observation)
+            results = self.executor.collect(handle)  # blocks only when the engine has nothing to generate
+            if not self._waiting:
+                self.stats.wait_s += time.perf_counter() - waited
+            for (state, job), result in zip(ran, results):
+                apply_observation(state, result.stdout, result.error, job.max_rounds, self.observation_chars,
+                                  self.compat_observation)
                 if not state.finished:
-                    request(state)
-        in_flight = still_running
-    stats.wall_s = time.perf_counter() - started
-    return stats
+                    self._request(state, job)
+        self._in_flight = still_running
+
+    def _finish_jobs(self) -> None:
+        for job in [j for j in self._jobs if all(s.finished for s in j.states)]:
+            self._jobs.remove(job)
+            job.done.set()
+
+
+@dataclasses.dataclass
+class _Job:
+    states: list[TIRState]
+    sampling: Callable[[TIRState], SamplingParams]
+    max_rounds: int
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    error: BaseException | None = None
 
 
 def _generate(engine: Engine, ready: list[TIRState], sampling, stats: LoopStats) -> None:

@@ -35,7 +35,7 @@ from mmos_ray.core.prompts import PROMPT_VERSIONS, render_prompt, stop_strings
 from mmos_ray.core.records import Problem, Trajectory
 from mmos_ray.core.tir import TIRState
 from mmos_ray.engines.base import SamplingParams, create_engine, vllm_available
-from mmos_ray.engines.tir_loop import run_rounds
+from mmos_ray.engines.tir_loop import ContinuousLoop, LoopStats, run_rounds
 from mmos_ray.sandbox.protocol import Limits
 from mmos_ray.stages.cluster import ensure_ray
 from mmos_ray.stages.sandbox_pool import SandboxPool
@@ -43,6 +43,7 @@ from mmos_ray.stages.sandbox_pool import SandboxPool
 logger = logging.getLogger(__name__)
 
 PART_GLOB = "part-*.parquet"
+ENGINE_BATCHES_IN_FLIGHT = 3
 
 
 def run(sample: SampleConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, Any]:
@@ -64,6 +65,7 @@ def run(sample: SampleConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, 
     return {"counts": {"problems": len(problems), "samples": len(trajectories), "errors": finish.get("error", 0),
                        **{f"finish:{k}": v for k, v in sorted(finish.items())}},
             "model": model, "engine": sampler.engine_kind, "prompt_version": PROMPT_VERSIONS[sample.prompt],
+            "observation": {"mode": sample.observation, "chars": sample.observation_chars},
             "samples_per_problem": taken, "throughput": sampler.throughput()}
 
 
@@ -90,7 +92,7 @@ class _Sampler:
         self.engine_kind = sample.engine if sample.engine != "auto" else ("vllm" if vllm_available() else "hf")
         self.done = {t.key for t in read_trajectories(stage_dir)}
         self.written = Counter()  # tokens and samples written in this run, for throughput
-        self.engine_time = {"wall_s": 0.0, "generate_s": 0.0}
+        self.engine_time: dict[str, tuple[float, float]] = {}  # actor -> cumulative (busy wall, generating)
         self.first_batch_started: float | None = None  # epoch seconds: steady-state time leaves start-up out
         self.last_written: float | None = None
         self.started = time.monotonic()
@@ -112,6 +114,9 @@ class _Sampler:
         resources = _engine_resources(self.engine_kind)
         dataset = ray.data.from_items(rows).map_batches(
             TIRSamplerUDF, batch_size=self.cfg.batch_size, concurrency=self.cfg.num_engines, batch_format="pyarrow",
+            # Batches overlap inside an engine actor (vLLM: one continuous batch), so a batch's stragglers
+            # do not leave the engine idle.
+            max_concurrency=ENGINE_BATCHES_IN_FLIGHT if self.engine_kind == "vllm" else 1,
             fn_constructor_kwargs=dict(config=self.cfg.model_dump(), model=self.model, engine_kind=self.engine_kind,
                                        sandbox_actors=self.pool.actors), **resources)
         new = []
@@ -120,12 +125,10 @@ class _Sampler:
         return new
 
     def _write_part(self, rows: list[dict]) -> list[Trajectory]:
-        for batch_id in {r["_batch"] for r in rows}:
-            first = next(r for r in rows if r["_batch"] == batch_id)
-            self.engine_time["wall_s"] += first["_wall_s"]
-            self.engine_time["generate_s"] += first["_generate_s"]
-            started = first["_started"]
-            self.first_batch_started = min(started, self.first_batch_started or started)
+        for row in rows:
+            seen = self.engine_time.get(row["_actor"], (0.0, 0.0))
+            self.engine_time[row["_actor"]] = (max(seen[0], row["_wall_s"]), max(seen[1], row["_generate_s"]))
+            self.first_batch_started = min(row["_started"], self.first_batch_started or row["_started"])
         trajectories = [Trajectory.from_row(r) for r in rows]
         storage.write_parquet(self.stage_dir / f"part-{uuid.uuid4().hex[:12]}.parquet",
                               [t.to_row() for t in trajectories])
@@ -140,13 +143,14 @@ class _Sampler:
 
     def throughput(self) -> dict[str, float]:
         elapsed = max(1e-9, time.monotonic() - self.started)
-        wall = self.engine_time["wall_s"]
+        wall = sum(w for w, _ in self.engine_time.values())
+        generate = sum(g for _, g in self.engine_time.values())
         steady = (self.last_written - self.first_batch_started) if self.last_written and self.first_batch_started \
             else None
         return {"seconds": round(elapsed, 2), "steady_seconds": round(steady, 3) if steady else None,
                 "samples_per_s": round(self.written["samples"] / elapsed, 3),
                 "tokens_per_s": round(self.written["tokens"] / elapsed, 1),
-                "engine_idle_share": round(1 - self.engine_time["generate_s"] / wall, 3) if wall else None}
+                "engine_idle_share": round(1 - generate / wall, 3) if wall else None}
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -207,42 +211,58 @@ def _gold(problem: Problem, mode: str) -> str:
 
 
 class TIRSamplerUDF:
-    """A Ray Data actor: owns an engine for its lifetime and runs whole batches of rows to the end."""
+    """A Ray Data actor: owns an engine for its lifetime and runs whole batches of rows to the end.
+
+    With vLLM, one `ContinuousLoop` serves every batch the actor holds at once; with HF, batches run one
+    after another on one thread.
+    """
 
     def __init__(self, config: dict, model: str, engine_kind: str, sandbox_actors: list):
         self.cfg = SampleConfig.model_validate(config)
-        # Ray Data calls __init__ and __call__ on different threads. The engine is built and driven on one
-        # thread of ours: vLLM on CPU binds its OpenMP threads to cores from the thread that starts it,
-        # and another calling thread gets an unbound team (measured: 20% fewer tokens/s).
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self.engine = self._thread.submit(create_engine, engine_kind, model, max_model_len=self.cfg.max_model_len,
-                                          seed=self.cfg.seed).result()
         self.model_name = model
-        self.executor = SandboxPool(actors=sandbox_actors, limits=Limits(timeout_s=self.cfg.timeout_s))
+        self.actor_id = uuid.uuid4().hex
         self.stop = stop_strings(self.cfg.prompt)
+        executor = SandboxPool(actors=sandbox_actors, limits=Limits(timeout_s=self.cfg.timeout_s))
+
+        def make_engine():
+            return create_engine(engine_kind, model, max_model_len=self.cfg.max_model_len, seed=self.cfg.seed)
+
+        compat = self.cfg.observation == "compat"
+        if engine_kind == "vllm":
+            self.loop = ContinuousLoop(make_engine, executor, self.cfg.observation_chars, compat)
+        else:
+            # Built and driven on one thread of ours (Ray Data calls __init__ and __call__ on different ones).
+            self.loop = None
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+            self.engine = self._thread.submit(make_engine).result()
+            self.executor, self.compat, self.busy = executor, compat, LoopStats()
 
     def __call__(self, batch) -> dict[str, list]:
-        return self._thread.submit(self._process, batch.to_pylist()).result()
+        rows = batch.to_pylist()
+        if self.loop is not None:
+            return self._process(rows)
+        return self._thread.submit(self._process, rows).result()
 
     def _process(self, rows: list[dict]) -> dict[str, list]:
         started = time.time()
         states = [TIRState(prompt=row["prompt"], seed=int(row["seed"])) for row in rows]
         try:
-            stats = run_rounds(self.engine, self.executor, states, self._params, self.cfg.max_rounds,
-                               observation_chars=self.cfg.observation_chars,
-                               compat_observation=self.cfg.observation == "compat")
-            wall, generate = stats.wall_s, stats.generate_s
+            if self.loop is not None:
+                self.loop.run(states, self._params, self.cfg.max_rounds)
+            else:
+                stats = run_rounds(self.engine, self.executor, states, self._params, self.cfg.max_rounds,
+                                   observation_chars=self.cfg.observation_chars, compat_observation=self.compat)
+                self.busy.wall_s += stats.wall_s
+                self.busy.generate_s += stats.generate_s
         except Exception as exc:  # not the run: the unfinished rows of this batch are written as errors
             logger.exception("sample: a batch failed")
             for state in states:
                 if not state.finished:
                     state.finish_reason, state.error = "error", f"{type(exc).__name__}: {exc}"[:500]
-            wall = generate = 0.0
-        batch_id = uuid.uuid4().hex
-        stats = {"_wall_s": wall, "_generate_s": generate, "_batch": batch_id, "_started": started}
+        busy = self.loop.stats if self.loop is not None else self.busy
+        stats = {"_actor": self.actor_id, "_wall_s": busy.wall_s, "_generate_s": busy.generate_s, "_started": started}
         out = [self._trajectory(row, state).to_row() | stats for row, state in zip(rows, states)]
         return {key: [r[key] for r in out] for key in out[0]}
-
     def _params(self, state: TIRState) -> SamplingParams:
         return SamplingParams(temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens,
                               seed=state.seed + state.rounds, stop=self.stop)

@@ -145,3 +145,24 @@ def test_an_engine_failing_mid_batch_keeps_what_finished(executor):
     states, _, _ = run(script, executor, engine_class=BreakingStepEngine)
     assert [states[f"p{i}"].finish_reason for i in range(4)] == ["boxed", "boxed", "error", "error"]
     assert "CPU Generator" in states["p2"].error
+
+
+def test_one_loop_serves_several_callers_at_once(executor):
+    import threading
+
+    from mmos_ray.engines.tir_loop import ContinuousLoop
+
+    script = {f"a{i}": ["```python\nprint(1)\n```", "$\\boxed{1}$"] for i in range(3)}
+    script.update({f"b{i}": ["$\\boxed{2}$"] for i in range(3)})
+    engine = ScriptedStepEngine(script)
+    loop = ContinuousLoop(lambda: engine, executor)
+    batches = {name: [TIRState(prompt=f"{name}{i}\n") for i in range(3)] for name in "ab"}
+    threads = [threading.Thread(target=loop.run, args=(states, lambda s: SamplingParams(), 3))
+               for states in batches.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    loop.close()
+    assert all(s.finish_reason == "boxed" for states in batches.values() for s in states)
+    assert [s.executions for s in batches["a"]] == [1, 1, 1] and loop.stats.programs == 3

@@ -1,0 +1,118 @@
+"""Stage 02, verify: re-run every code block of every sampled path, grade its answer, fingerprint it.
+
+    mmos verify --config configs/quickstart.yaml       (or pipeline.verify(cfg), jobs/02_verify.py)
+
+Reads `01_sample/part-*.parquet` and the golds of `00_prepare/`, writes `02_verify/part-*.parquet` (one
+per input part: the trajectory's columns plus a `Verification`) and `_manifest.json` last. On CPU
+actors, one per CPU slot, each with its own sandbox and grader:
+- every ```python block runs again, each in a fresh sandboxed process (never sharing state), prose
+  before or between blocks allowed; `exec_ok` = there is code and every block ran without error or
+  time-out; `outputs_match` = every recorded ```output block equals what the re-run shows (formatted
+  as the sample stage formatted it);
+- the answer is extracted (ToRA's order) and graded against the gold (`verify.grader`);
+- the canonical key over all blocks gives the fingerprint that stage 03 deduplicates on.
+A rerun skips input parts already verified.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util import ActorPool
+
+from mmos_ray import storage
+from mmos_ray.config import PathsConfig, VerifyConfig
+from mmos_ray.core.answers import extract_answer
+from mmos_ray.core.canonical import canonical_key, segments
+from mmos_ray.core.records import Problem, Trajectory, Verification
+from mmos_ray.core.tir import format_observation
+from mmos_ray.stages.cluster import ensure_ray
+
+logger = logging.getLogger(__name__)
+
+
+def run(verify: VerifyConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, Any]:
+    run_dir = stage_dir.parent
+    problems = {p["id"]: Problem.from_row(p) for p in storage.read_parquet(run_dir / "00_prepare/problems.parquet")}
+    golds = {pid: (p.gold, p.meta.get("gold_raw", p.gold)) for pid, p in problems.items()}
+    observation = (storage.read_manifest(run_dir / "01_sample") or {}).get("observation",
+                                                                          {"mode": "full", "chars": 512})
+    inputs = sorted((run_dir / "01_sample").glob("part-*.parquet"))
+    todo = [part for part in inputs if not (stage_dir / part.name).exists()]
+    logger.info("verify: %d parts to verify (%d done before)", len(todo), len(inputs) - len(todo))
+    if todo:
+        ensure_ray()
+        workers = verify.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actors = [VerifyActor.remote(verify.model_dump(), observation) for _ in range(workers)]
+        pool = ActorPool(actors)
+        started, done_rows = time.monotonic(), 0
+        jobs = ((part, storage.read_parquet(part)) for part in todo)  # read as actors free up
+        for name, rows in pool.map_unordered(
+                lambda actor, job: actor.verify.remote(job[0].name, job[1], _golds_for(job[1], golds)), jobs):
+            storage.write_parquet(stage_dir / name, rows)
+            done_rows += len(rows)
+            logger.info("verify: %d trajectories verified, %.1f/s", done_rows, done_rows / (time.monotonic() - started))
+        for actor in actors:
+            ray.kill(actor)
+    rows = read_verified(stage_dir)
+    usable = [r for r in rows if r["correct"] and r["exec_ok"]]
+    return {"counts": {"trajectories": len(rows), "correct": sum(r["correct"] for r in rows),
+                       "exec_ok": sum(r["exec_ok"] for r in rows), "correct_and_exec_ok": len(usable),
+                       "outputs_match": sum(r["outputs_match"] for r in rows),
+                       "unparsable_blocks": sum(r["unparsable_blocks"] for r in rows),
+                       "distinct_correct": len({(r["problem_id"], r["fingerprint"]) for r in usable})},
+            "grader": verify.grader, "observation": observation}
+
+
+def read_verified(stage_dir: Path) -> list[dict]:
+    rows = []
+    for part in sorted(Path(stage_dir).glob("part-*.parquet")):
+        rows.extend(storage.read_parquet(part))
+    return rows
+
+
+def _golds_for(rows: list[dict], golds: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    return {r["problem_id"]: golds[r["problem_id"]] for r in rows if r["problem_id"] in golds}
+
+
+@ray.remote(num_cpus=0.75, max_restarts=3, max_task_retries=2)
+class VerifyActor:
+    def __init__(self, config: dict, observation: dict):
+        from mmos_ray.sandbox import Limits, Sandbox
+        from mmos_ray.sandbox.grader import Grader
+
+        self.cfg = VerifyConfig.model_validate(config)
+        self.observation = observation
+        self.sandbox = Sandbox(workers=1, limits=Limits(timeout_s=self.cfg.timeout_s))
+        self.grader = Grader(self.cfg.grader, sandbox=self.sandbox)
+
+    def verify(self, name: str, rows: list[dict], golds: dict[str, tuple[str, str]]) -> tuple[str, list[dict]]:
+        trajectories = sorted((Trajectory.from_row(r) for r in rows), key=lambda t: t.key)
+        per_path = [segments(t.text) for t in trajectories]
+        results = iter(self.sandbox.execute_many([code for pairs in per_path for code, _ in pairs]))
+        compat = self.cfg.grader == "compat"
+        preds = [extract_answer(t.text, normalize=compat) for t in trajectories]
+        gold = [golds.get(t.problem_id, ("", ""))[0 if compat else 1] for t in trajectories]
+        verdicts = self.grader.grade_many(list(zip(preds, gold)))
+        out = []
+        for trajectory, pairs, pred, verdict in zip(trajectories, per_path, preds, verdicts):
+            ran = [next(results) for _ in pairs]
+            canonical = canonical_key(trajectory.text)
+            errors = [r.error for r in ran if not r.ok]
+            verification = Verification(
+                pred=pred, correct=verdict.correct and trajectory.finish_reason != "error",
+                decided_by=verdict.decided_by, exec_ok=bool(pairs) and not errors,
+                outputs_match=all(recorded is None or recorded == self._observed(result)
+                                  for (_, recorded), result in zip(pairs, ran)),
+                blocks=len(pairs), exec_error=errors[0] if errors else "", fingerprint=canonical.fingerprint,
+                canonical_key=canonical.key, unparsable_blocks=canonical.unparsable)
+            out.append(trajectory.to_row() | verification.to_row())
+        return name, out
+
+    def _observed(self, result) -> str:
+        return format_observation(result.stdout, result.error, max_chars=self.observation["chars"],
+                                  compat=self.observation["mode"] == "compat")
