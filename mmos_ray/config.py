@@ -71,11 +71,12 @@ class SourceConfig(Section):
 
 
 class AdaptiveConfig(Section):
-    """Sample in waves until a problem has `target_correct` correct paths (or `max_samples` were drawn)."""
+    """Sample in waves until a problem has `target_distinct` distinct correct programs (or `max_samples`)."""
 
     enabled: bool = False
     wave_size: int = Field(4, ge=1, description="samples per problem per wave")
-    target_correct: int = Field(4, ge=1, description="stop sampling a problem once it has this many correct paths")
+    target_distinct: int = Field(4, ge=1, description="stop sampling a problem once it has this many distinct "
+                                 "correct programs (canonical forms): its minimal set is saturated")
     max_samples: int = Field(64, ge=1, description="cap per problem")
     grader: Literal["compat", "strict"] = "compat"
 
@@ -114,6 +115,8 @@ class MinimizeConfig(Section):
     k: int = Field(3, ge=0, description="diverse paths kept per problem besides the main path")
     selection: Literal["diverse", "random"] = Field("diverse", description="diverse: greedy farthest-point "
                                                     "by edit distance; random: the seeded random baseline")
+    key: Literal["canonical", "mmos"] = Field("canonical", description="canonical: our key over all blocks; "
+                                              "mmos: the original MMOS key (rationale + first block + first output)")
     sweep: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 5, 10],
                              description="k values whose set sizes the manifest reports (any k is rank <= k)")
     seed: int = 42

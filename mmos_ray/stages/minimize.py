@@ -25,6 +25,7 @@ import ray
 
 from mmos_ray import storage
 from mmos_ray.config import MinimizeConfig, PathsConfig
+from mmos_ray.core.canonical import mmos_key
 from mmos_ray.core.selection import Candidate, random_ranks, rank_paths
 from mmos_ray.stages.cluster import ensure_ray
 
@@ -45,6 +46,8 @@ def run(minimize: MinimizeConfig, paths: PathsConfig, stage_dir: Path) -> dict[s
         return {"counts": {"usable_paths": 0, "problems": 0, "distinct": 0, "selected": 0}, "k": minimize.k,
                 "selection": minimize.selection, "seed": minimize.seed,
                 "set_size_by_k": [{"k": k, "size": 0} for k in sizes_for]}
+    if minimize.key == "mmos":
+        usable["canonical_key"] = usable["text"].map(mmos_key)
     ensure_ray()
     # Group by problem: each Ray Data block holds whole problems (bucketed by a hash of the id), and each
     # block is ranked problem by problem. Only the keys travel; the texts are joined back afterwards.
@@ -65,7 +68,7 @@ def run(minimize: MinimizeConfig, paths: PathsConfig, stage_dir: Path) -> dict[s
                 ranked["problem_id"].nunique(), len(ranked), selected, minimize.k)
     return {"counts": {"usable_paths": len(usable), "problems": int(ranked["problem_id"].nunique()),
                        "distinct": len(ranked), "selected": selected},
-            "k": minimize.k, "selection": minimize.selection, "seed": minimize.seed,
+            "k": minimize.k, "selection": minimize.selection, "key": minimize.key, "seed": minimize.seed,
             "set_size_by_k": [{"k": k, "size": int((ranked["rank"] <= k).sum())} for k in sizes_for]}
 
 

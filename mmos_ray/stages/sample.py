@@ -11,7 +11,8 @@ for another group of rows (`engines.tir_loop`). Every finished batch is written 
 (problem, sample) pairs no part holds yet. A batch whose engine fails becomes error rows, not a crash.
 
 Adaptive budget (`sample.adaptive.enabled`): waves of `wave_size` samples per problem, graded after
-each wave; a problem stops when it has `target_correct` correct paths or `max_samples` samples. The
+each wave; a problem stops when it has `target_distinct` distinct correct programs (canonical forms, as
+stage 03 counts them) or `max_samples` samples. The
 manifest records how many samples each problem took.
 """
 
@@ -31,6 +32,7 @@ import ray
 
 from mmos_ray import storage
 from mmos_ray.config import PathsConfig, SampleConfig
+from mmos_ray.core.canonical import canonical_key
 from mmos_ray.core.prompts import PROMPT_VERSIONS, render_prompt, stop_strings
 from mmos_ray.core.records import Problem, Trajectory
 from mmos_ray.core.tir import TIRState
@@ -178,7 +180,9 @@ def _adaptive(sample: SampleConfig, problems: list[Problem], sampler: _Sampler) 
             trajectories = [t for t in read_trajectories(sampler.stage_dir) if t.problem_id in by_id]
             verdicts = grader.grade_many([(_answer(t, adaptive.grader), _gold(by_id[t.problem_id], adaptive.grader))
                                           for t in trajectories])
-            return Counter(t.problem_id for t, v in zip(trajectories, verdicts) if v.correct)
+            forms = {(t.problem_id, canonical_key(t.text).key) for t, v in zip(trajectories, verdicts)
+                     if v.correct and t.executions}
+            return Counter(problem_id for problem_id, _ in forms)
 
         taken = Counter()
         for key in sampler.done:
@@ -186,7 +190,7 @@ def _adaptive(sample: SampleConfig, problems: list[Problem], sampler: _Sampler) 
         while True:
             correct = correct_counts()
             open_problems = [p for p in problems
-                             if correct[p.id] < adaptive.target_correct and taken[p.id] < adaptive.max_samples]
+                             if correct[p.id] < adaptive.target_distinct and taken[p.id] < adaptive.max_samples]
             if not open_problems:
                 break
             wave = []

@@ -62,7 +62,7 @@ def test_a_row_the_engine_cannot_take_becomes_an_error_row(tmp_path, models_dir,
 def test_adaptive_budget_samples_in_waves_until_saturated_or_capped(tmp_path, models_dir, ray_local):
     write_problems(tmp_path / "data", 3)
     cfg = tiny_config(tmp_path, models_dir, "sample.engine=vllm", "sample.adaptive.enabled=true",
-                      "sample.adaptive.wave_size=2", "sample.adaptive.target_correct=1", "sample.adaptive.max_samples=4")
+                      "sample.adaptive.wave_size=2", "sample.adaptive.target_distinct=1", "sample.adaptive.max_samples=4")
     manifest = pipeline.sample(cfg)
     taken = manifest["samples_per_problem"]
     per_problem = Counter(t.problem_id for t in read_trajectories(cfg.run_dir / "01_sample"))

@@ -47,6 +47,7 @@ def test_key_covers_every_block_and_keeps_unparsable_code():
     one = "```python\nx = 1\nprint(x)\n```\n```output\n1\n```\n```python\ny = 2\nprint(y)\n```"
     other = "```python\na = 1\nprint(a)\n```\n```output\n1\n```\n```python\nb = 3\nprint(b)\n```"
     assert canonical_key(one).key != canonical_key(other).key  # they differ in the second block only
+    assert mmos_key(one) == mmos_key(other)  # MMOS's key saw only the first block (mmos-method.md §8.3)
     broken = canonical_key("```python\ndef f(:\n    pass\n```")
     assert broken.unparsable == 1 and broken.key.startswith("#raw") and broken.blocks == 1
 
