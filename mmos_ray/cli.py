@@ -71,6 +71,7 @@ def run(config: ConfigOption = None, set_: SetOption = None,
     cfg = _load(config, set_)
     for manifest in pipeline.run(cfg, fresh=fresh):
         _print_manifest(manifest)
+    _print_report(pipeline.report(cfg.run_dir))
     typer.echo(f"run folder: {cfg.run_dir}")
 
 
@@ -107,6 +108,45 @@ def minimize(config: ConfigOption = None, set_: SetOption = None) -> None:
 def mix(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Stage 04: mix the minimal sets by rate, decontaminate, write the SFT file and the data card."""
     _print_manifest(pipeline.mix(_load(config, set_)))
+
+
+@app.command()
+@_clean_errors
+def train(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Stage 05: fine-tune with Ray Train + DeepSpeed (resumes from the latest checkpoint)."""
+    _print_manifest(pipeline.train(_load(config, set_)))
+
+
+@app.command("eval")
+@_clean_errors
+def eval_(config: ConfigOption = None, set_: SetOption = None,
+          model: Annotated[Optional[str], typer.Option("--model", help="evaluate this model folder (or name) "
+                                                       "alone; default: the run's base and trained models")] = None,
+          benchmarks: Annotated[Optional[str], typer.Option("--benchmarks", help="comma-separated, e.g. "
+                                                            "gsm8k,svamp or math/test; default: eval.benchmarks")] = None,
+          prompt: Annotated[Optional[str], typer.Option("--prompt", help="train or fewshot (with --model)")] = None
+          ) -> None:
+    """Stage 06: evaluate on the benchmarks (pass@1, maj@k, pass@k; metrics.json)."""
+    cfg = _load(config, set_)
+    if prompt not in (None, "train", "fewshot"):
+        raise typer.BadParameter(f"--prompt must be train or fewshot, not {prompt!r}")
+    names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else None
+    manifest = pipeline.evaluate(cfg, model=model, benchmarks=names, prompt=prompt)
+    _print_manifest(manifest)
+    from mmos_ray.report import table_markdown
+
+    metrics = Path(manifest["metrics"])
+    if metrics.exists():
+        import json
+
+        typer.echo(table_markdown(json.loads(metrics.read_text())))
+
+
+@app.command()
+@_clean_errors
+def report(run: Annotated[Path, typer.Argument(help="the run folder, e.g. runs/quickstart")]) -> None:
+    """Write RUN/report.md (funnel, training, evaluation table, plots) from the stages' outputs."""
+    _print_report(pipeline.report(run))
 
 
 @config_app.command("show")
@@ -209,6 +249,13 @@ def _print_manifest(manifest: dict) -> None:
     state = "skipped (done before)" if manifest.get("skipped") else f"done in {manifest.get('seconds', 0):.1f} s"
     counts = ", ".join(f"{k}={v}" for k, v in manifest.get("counts", {}).items())
     typer.echo(f"{manifest['stage']}: {state}; {counts}")
+
+
+def _print_report(report: dict) -> None:
+    for title, part in (("data funnel", report["funnel"]), ("evaluation (pass@1, %)", report["table"])):
+        if part:
+            typer.echo(f"\n{title}:\n{part}")
+    typer.echo(f"\nreport: {report['path']}")
 
 
 def main() -> None:

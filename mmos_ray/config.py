@@ -83,12 +83,13 @@ class AdaptiveConfig(Section):
 
 class SampleConfig(Section):
     model: str = Field("smollm2", description="'tiny', 'smollm2', a model folder, or a hub id (paths.hub_models)")
-    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(dataset="gsm8k", split="train", limit=16)])
-    num_samples: int = Field(4, ge=1, description="sampled paths per problem, k (the paper uses 100)")
-    temperature: float = Field(0.9, ge=0)
+    sources: list[SourceConfig] = Field(default_factory=lambda: [
+        SourceConfig(dataset="mawps", split=split, limit=12) for split in ("singleop", "addsub", "multiarith")])
+    num_samples: int = Field(8, ge=1, description="sampled paths per problem, k (the paper uses 100)")
+    temperature: float = Field(0.6, ge=0, description="the paper samples at 0.9")
     top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(512, ge=1, description="new tokens per generation round (the paper uses 1024)")
-    max_rounds: int = Field(4, ge=1, description="tool-call rounds per path")
+    max_tokens: int = Field(256, ge=1, description="new tokens per generation round (the paper uses 1024)")
+    max_rounds: int = Field(2, ge=1, description="tool-call rounds per path (the paper allows 4)")
     seed: int = 0
     prompt: Literal["train", "fewshot"] = Field("fewshot", description="train: the MMOS SFT format; "
                                                 "fewshot: instructions + worked examples, for untuned models")
@@ -126,29 +127,52 @@ class MixConfig(Section):
     rates: dict[str, float] = Field(default_factory=dict, description="per source ('gsm8k/train'): fraction "
                                     "(<=1) or row count (>1); sources not named keep everything")
     decontaminate: bool = True
+    decontaminate_against: list[str] | None = Field(["gsm8k/test", "svamp/test", "mawps/singleeq"], description="evaluation splits ('svamp/test'); "
+                                                    "default: every evaluation split in the data directory")
     ngram: int = Field(13, ge=3, description="word n-gram length for decontamination")
     seed: int = 0
 
 
 class TrainConfig(Section):
-    base_model: str = "smollm2"
+    base_model: str = Field("smollm2", description="'tiny', 'smollm2', a model folder, or a hub id (paths.hub_models)")
+    data: Path | None = Field(None, description="SFT file (Parquet or JSONL with prompt, completion); default: "
+                              "this run's 04_mix/sft.parquet")
     strategy: Literal["deepspeed", "ddp"] = "deepspeed"
     zero_stage: Literal[2, 3] = 2
-    num_workers: int = Field(2, ge=1)
-    learning_rate: float = Field(2e-5, gt=0)
-    global_batch_size: int = Field(128, ge=1)
-    micro_batch_size: int = Field(8, ge=1)
-    epochs: int = Field(3, ge=1)
-    max_length: int = Field(2048, ge=16)
+    offload_optimizer: bool = Field(False, description="ZeRO optimizer state on the CPU (for models that do "
+                                    "not fit otherwise; DeepSpeedCPUAdam)")
+    bf16: bool | Literal["auto"] = Field("auto", description="auto: on GPUs that support it; fp32 on CPU")
+    gradient_checkpointing: bool = False
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU)")
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    global_batch_size: int = Field(2, ge=1, description="examples (packed rows) per optimizer step, all workers")
+    micro_batch_size: int = Field(1, ge=1, description="rows per forward pass per worker")
+    epochs: int = Field(4, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    max_length: int = Field(512, ge=16, description="tokens per example (truncated) and per packed row")
+    packing: bool = Field(False, description="several examples per row, no attention across them")
+    mask_outputs: bool = Field(False, description="no loss on interpreter outputs either (besides the prompt)")
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0: only at the end")
     seed: int = 0
 
 
 class EvalConfig(Section):
-    benchmarks: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(dataset="gsm8k", limit=16),
-                                                                   SourceConfig(dataset="svamp", limit=16)])
-    num_samples: int = Field(1, ge=1, description="1 = greedy pass@1; n > 1 also gives maj@n and pass@k")
-    temperature: float = Field(0.0, ge=0)
+    benchmarks: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(dataset="svamp", limit=24),
+                                                                   SourceConfig(dataset="mawps", split="singleeq", limit=24)])
+    models: list[Literal["base", "trained"]] = Field(default_factory=lambda: ["base", "trained"],
+                                                     description="the run's base model and/or the model stage 05 trained")
+    base_prompt: Literal["train", "fewshot"] = Field("fewshot", description="prompt for the base model")
+    trained_prompt: Literal["train", "fewshot"] = Field("train", description="prompt for the trained model "
+                                                        "(train: the SFT format it learned)")
+    num_samples: int = Field(2, ge=1, description="1 with temperature 0 = greedy pass@1; n > 1 adds maj@k, pass@k")
+    temperature: float = Field(0.6, ge=0, description="0 = greedy")
+    top_p: float = Field(0.95, gt=0, le=1, description="used when temperature > 0")
+    max_tokens: int = Field(256, ge=1, description="new tokens per generation round")
+    max_rounds: int = Field(2, ge=1)
+    seed: int = 0
+    batch_size: int = Field(32, ge=1)
     grader: Literal["compat", "strict"] = "compat"
 
 

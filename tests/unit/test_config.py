@@ -25,7 +25,7 @@ def test_overrides_are_typed_and_nested():
     cfg = load_config(None, ["sample.temperature=0.7", "eval.benchmarks.1.limit=5", "sample.sources=[{dataset: math}]",
                              "paths.data_dir=/tmp/data", "name=exp1"])
     assert cfg.sample.temperature == 0.7
-    assert cfg.eval.benchmarks[1].limit == 5 and cfg.eval.benchmarks[1].dataset == "svamp"
+    assert cfg.eval.benchmarks[1].limit == 5 and cfg.eval.benchmarks[1].dataset == "mawps"
     assert [s.dataset for s in cfg.sample.sources] == ["math"]
     assert cfg.paths.data_dir == Path("/tmp/data")
     assert cfg.run_dir == Path("runs/exp1")
@@ -61,7 +61,7 @@ def test_unknown_section_is_rejected():
     ("sample.num_samples=0", "sample.num_samples: Input should be greater than or equal to 1"),
     ("verify.grader=lenient", "verify.grader: Input should be 'compat' or 'strict'"),
     ("sample.sources.0.dataset=gsm8", "unknown dataset 'gsm8' (did you mean 'gsm8k'?)"),
-    ("sample.sources.0.split=tset", "sample.sources.0.split: dataset 'gsm8k' has no split 'tset' (did you mean 'test'?)"),
+    ("sample.sources.0.split=singelop", "sample.sources.0.split: dataset 'mawps' has no split 'singelop' (did you mean 'singleop'?)"),
     ("name=has space", "name: String should match pattern"),
 ])
 def test_bad_values_name_the_key(override, fragment):

@@ -1,0 +1,170 @@
+"""The run report: `runs/<name>/report.md` with the data funnel, training, the evaluation table and plots.
+
+    mmos report runs/quickstart          (mmos run writes it at the end)
+
+Reads the stages' own outputs (manifests, `04_mix/data_card.json`, `06_eval/metrics.json`), so it can be
+rebuilt at any time; stages that have not run are left out. The table follows the paper's main table:
+one row per model, one column per benchmark (pass@1, in %), then the average. Plots (PNG, under
+`plots/`): accuracy per benchmark and model; pass@k and maj@k against k when the evaluation drew several
+samples per problem (the ability-boundary curve).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mmos_ray import storage
+from mmos_ray.core.errors import DataError
+
+# The paper's column order; other benchmarks follow in name order.
+PAPER_ORDER = ("gsm8k", "math", "math500", "svamp", "asdiv", "asdiv-a", "gsm-hard", "mawps", "tabmwp")
+STAGE_FOLDERS = ("00_prepare", "01_sample", "02_verify", "03_minimize", "04_mix", "05_train", "06_eval")
+
+
+def build(run_dir: Path) -> dict[str, Any]:
+    """Write report.md (and plots) for a run folder; returns {"path", "funnel", "table"} (Markdown parts)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"report: no run folder at {run_dir}; pass the folder a run wrote, e.g. runs/quickstart")
+    manifests = {folder: storage.read_manifest(run_dir / folder) for folder in STAGE_FOLDERS}
+    card_path = run_dir / "04_mix" / "data_card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else None
+    metrics_path = run_dir / "06_eval" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+
+    funnel = funnel_markdown(card) if card else ""
+    table = table_markdown(metrics) if metrics else ""
+    plots = _plots(metrics, run_dir / "plots") if metrics else []
+    lines = [f"# Run `{run_dir.name}`", ""]
+    sample = manifests["01_sample"]
+    if sample:
+        lines += [f"Sampling model: `{sample['model']}` · engine: {sample.get('engine')} · prompt: "
+                  f"`{sample.get('prompt_version')}` · {sample['counts'].get('samples', 0)} samples", ""]
+    if funnel:
+        lines += ["## Data funnel", "", funnel, ""]
+    train = manifests["05_train"]
+    if train:
+        lines += ["## Training", "", _training_markdown(train), ""]
+    if table:
+        lines += ["## Evaluation", "", table, "", _eval_details(metrics), ""]
+    for title, path in plots:
+        lines += [f"![{title}]({path.relative_to(run_dir).as_posix()})", ""]
+    times = [(f, m["seconds"]) for f, m in manifests.items() if m and "seconds" in m]
+    if times:
+        lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {folder} | {seconds:.1f} |" for folder, seconds in times]
+        lines += [f"| total | {sum(s for _, s in times):.1f} |", ""]
+    path = run_dir / "report.md"
+    storage.write_text(path, "\n".join(lines))
+    return {"path": str(path), "funnel": funnel, "table": table}
+
+
+def funnel_markdown(card: dict) -> str:
+    columns = ("problems", "samples", "correct", "executable", "distinct", "selected", "mixed", "after_decontamination")
+    lines = ["| source | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for source, row in card["funnel"].items():
+        lines.append(f"| {source} | " + " | ".join(str(row.get(c, 0)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _training_markdown(train: dict) -> str:
+    if not train.get("trained"):
+        return "Nothing was trained (the mix stage produced no examples); the evaluation uses the base model."
+    return (f"Base `{train['base_model']}` → `{train['model']}` · {train['counts']['examples']} examples, "
+            f"{train['counts']['steps']} steps · loss {train['first_loss']} → {train['final_loss']} · "
+            f"{train['tokens_per_s']} tokens/s on {train['device']}")
+
+
+def _ordered(names: list[str]) -> list[str]:
+    def key(name: str):
+        dataset = name.split("/")[0]
+        return (PAPER_ORDER.index(dataset) if dataset in PAPER_ORDER else len(PAPER_ORDER), name)
+
+    return sorted(names, key=key)
+
+
+def table_markdown(metrics: dict) -> str:
+    """Models x benchmarks, pass@1 in %, and the average: the layout of the paper's main table."""
+    names = _ordered(metrics["benchmarks"])
+    lines = ["| model | prompt | " + " | ".join(names) + " | avg |", "|---|---" + "|---" * (len(names) + 1) + "|"]
+    for label, result in metrics["models"].items():
+        scores = [result["benchmarks"].get(name, {}).get("pass@1") for name in names]
+        shown = [s for s in scores if s is not None]
+        average = f"{100 * sum(shown) / len(shown):.1f}" if shown else "–"
+        lines.append(f"| {label} | {result['prompt_version']} | "
+                     + " | ".join("–" if s is None else f"{100 * s:.1f}" for s in scores) + f" | {average} |")
+    return "\n".join(lines)
+
+
+def _eval_details(metrics: dict) -> str:
+    sampling = metrics["sampling"]
+    lines = [f"pass@1 in %; {sampling['num_samples']} sample(s) per problem, temperature {sampling['temperature']}, "
+             f"max {sampling['max_tokens']} tokens x {sampling['max_rounds']} rounds, seed {sampling['seed']}; "
+             f"grader `{metrics['grader']['mode']}` v{metrics['grader']['version']}.", ""]
+    for label, result in metrics["models"].items():
+        lines.append(f"- **{label}** (`{result['model']}`):")
+        for name in _ordered(list(result["benchmarks"])):
+            values = result["benchmarks"][name]
+            extra = [f"{key} {100 * values[key]:.1f}" for key in sorted(values)
+                     if key.startswith(("pass@", "maj@")) and key not in ("pass@1", "pass@1_std")]
+            if values.get("pass@1_std"):
+                extra.insert(0, f"std {100 * values['pass@1_std']:.1f}")
+            if "program_output_accuracy" in values:
+                extra.append(f"program output {100 * values['program_output_accuracy']:.1f}")
+            extra.append(f"{values['timeouts']} timeouts, {values['empty_answers']} empty answers, "
+                         f"{values['problems']} problems")
+            lines.append(f"  - {name}: pass@1 {100 * values['pass@1']:.1f} · " + " · ".join(extra))
+    return "\n".join(lines)
+
+
+def _plots(metrics: dict, out: Path) -> list[tuple[str, Path]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    names = _ordered(metrics["benchmarks"])
+    labels = list(metrics["models"])
+    plots = []
+    figure, axes = plt.subplots(figsize=(max(5, 1.4 * len(names) + 2), 3.5))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        values = [100 * metrics["models"][label]["benchmarks"].get(n, {}).get("pass@1", 0) for n in names]
+        axes.bar([x + i * width for x in range(len(names))], values, width, label=label)
+    axes.set_xticks([x + width * (len(labels) - 1) / 2 for x in range(len(names))], names, rotation=20)
+    axes.set_ylabel("pass@1 (%)")
+    axes.set_title("Accuracy per benchmark")
+    axes.legend()
+    figure.tight_layout()
+    path = out / "accuracy.png"
+    _save(figure, path)
+    plots.append(("accuracy per benchmark", path))
+    if metrics["sampling"]["num_samples"] > 1:
+        figure, axes = plt.subplots(figsize=(6, 3.5))
+        for label in labels:
+            for name in names:
+                values = metrics["models"][label]["benchmarks"].get(name, {})
+                for kind, style in (("pass", "-o"), ("maj", "--s")):
+                    ks = sorted(int(key.split("@")[1]) for key in values if key.startswith(f"{kind}@") and "_" not in key)
+                    if ks:
+                        axes.plot(ks, [100 * values[f"{kind}@{k}"] for k in ks], style, label=f"{label} {name} {kind}@k")
+        axes.set_xscale("log", base=2)
+        axes.set_xlabel("k (samples per problem)")
+        axes.set_ylabel("accuracy (%)")
+        axes.set_title("Ability boundary: accuracy against k")
+        axes.legend(fontsize=7)
+        figure.tight_layout()
+        path = out / "accuracy_vs_k.png"
+        _save(figure, path)
+        plots.append(("accuracy against k", path))
+    plt.close("all")
+    return plots
+
+
+def _save(figure, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110)
+    tmp.replace(path)
