@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -176,12 +177,31 @@ def pids_cgroup_root() -> Path | None:
 
 
 def _remove_stale_cgroups(root: Path) -> None:
+    """Remove the cgroups of owners that died. A live owner's cgroup is empty for a moment (made, not yet
+    joined), so only a dead owner's is touched: `w<pid>-…` of a gone pid, or a probe older than a minute."""
     for child in root.iterdir():
-        if child.is_dir():
-            try:
-                child.rmdir()  # only succeeds for empty cgroups left by servers that died
-            except OSError:
-                pass
+        if not child.is_dir() or _owner_alive(child):
+            continue
+        try:
+            child.rmdir()  # only succeeds for empty cgroups
+        except OSError:
+            pass
+
+
+def _owner_alive(cgroup: Path) -> bool:
+    name = cgroup.name
+    if name.startswith("w") and name[1:].split("-", 1)[0].isdigit():
+        try:
+            os.kill(int(name[1:].split("-", 1)[0]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        return time.time() - cgroup.stat().st_mtime < 60
+    except OSError:
+        return True
 
 
 def _read(path: Path) -> str:

@@ -90,3 +90,32 @@ def test_mmos_sandbox_check():
         pytest.skip("bubblewrap is not usable here: the check would rightly report escapes")
     out = mmos("sandbox", "check")
     assert "NOT CONTAINED" not in out.stdout and out.stdout.count("contained") == 5
+
+
+def test_a_starting_sandbox_keeps_the_cgroups_of_live_owners():
+    """Regression: a sandbox starting beside another removed the other's cgroup in the moment between its
+    creation and the server joining it ("cannot create …/cgroup.procs: Directory nonexistent")."""
+    root = isolation_module.pids_cgroup_root()
+    if root is None:
+        pytest.skip("no writable pids cgroup on this host")
+    live = root / f"w{os.getpid()}-livetest"
+    dead_pid = _a_dead_pid()
+    dead = root / f"w{dead_pid}-deadtest"
+    live.mkdir(exist_ok=True)
+    dead.mkdir(exist_ok=True)
+    try:
+        isolation_module.pids_cgroup_root.cache_clear()  # found once per process: find it again, as a new one does
+        assert isolation_module.pids_cgroup_root() == root
+        assert live.exists() and not dead.exists()
+    finally:
+        for path in (live, dead):
+            if path.exists():
+                path.rmdir()
+
+
+def _a_dead_pid() -> int:
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
