@@ -144,9 +144,12 @@ def eval_(config: ConfigOption = None, set_: SetOption = None,
 
 @app.command()
 @_clean_errors
-def report(run: Annotated[Path, typer.Argument(help="the run folder, e.g. runs/quickstart")]) -> None:
+def report(run: Annotated[Path, typer.Argument(help="the run folder, e.g. runs/quickstart")],
+           sweep: Annotated[Optional[list[Path]], typer.Option("--sweep", help="another run of the same experiment "
+                                                               "with another minimize.k (repeatable): adds the "
+                                                               "ability-boundary table and plot")] = None) -> None:
     """Write RUN/report.md (funnel, training, evaluation table, plots) from the stages' outputs."""
-    _print_report(pipeline.report(run))
+    _print_report(pipeline.report(run, sweep))
 
 
 @config_app.command("show")

@@ -119,11 +119,12 @@ def _limit_of(cfg: ExperimentConfig, dataset: str) -> int | None:
     return next((s.limit for s in cfg.eval.benchmarks if s.dataset == dataset), None)
 
 
-def report(run_dir: Path) -> dict[str, Any]:
-    """Write `<run>/report.md` and its plots from the stages' outputs; returns its path and Markdown parts."""
+def report(run_dir: Path, sweep: list[Path] | None = None) -> dict[str, Any]:
+    """Write `<run>/report.md` and its plots from the stages' outputs; returns its path and Markdown parts.
+    `sweep`: runs of the same experiment with other k, for the ability-boundary table and plot."""
     from mmos_ray.report import build
 
-    return build(Path(run_dir))
+    return build(Path(run_dir), [Path(r) for r in sweep or ()])
 
 
 def _run_through(cfg: ExperimentConfig, last: str) -> list[dict[str, Any]]:

@@ -23,8 +23,12 @@ PAPER_ORDER = ("gsm8k", "math", "math500", "svamp", "asdiv", "asdiv-a", "gsm-har
 STAGE_FOLDERS = ("00_prepare", "01_sample", "02_verify", "03_minimize", "04_mix", "05_train", "06_eval")
 
 
-def build(run_dir: Path) -> dict[str, Any]:
-    """Write report.md (and plots) for a run folder; returns {"path", "funnel", "table"} (Markdown parts)."""
+def build(run_dir: Path, sweep: list[Path] | tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Write report.md (and plots) for a run folder; returns {"path", "funnel", "table"} (Markdown parts).
+
+    `sweep`: other runs of the same experiment with another `minimize.k` (or mix rates); with them the
+    report adds the ability-boundary table and plot: trained-model accuracy against k and SFT size.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"report: no run folder at {run_dir}; pass the folder a run wrote, e.g. runs/quickstart")
@@ -51,6 +55,13 @@ def build(run_dir: Path) -> dict[str, Any]:
         lines += ["## Evaluation", "", table, "", _eval_details(metrics), ""]
     for title, path in plots:
         lines += [f"![{title}]({path.relative_to(run_dir).as_posix()})", ""]
+    if sweep:
+        points = [_sweep_point(Path(r)) for r in (run_dir, *sweep)]
+        points = sorted((p for p in points if p), key=lambda p: (p["k"], p["examples"]))
+        if points:
+            path = _sweep_plot(points, run_dir / "plots")
+            lines += ["## Ability boundary (k sweep)", "", _sweep_markdown(points), "",
+                      f"![accuracy against k and SFT size]({path.relative_to(run_dir).as_posix()})", ""]
     times = [(f, m["seconds"]) for f, m in manifests.items() if m and "seconds" in m]
     if times:
         lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
@@ -168,3 +179,54 @@ def _save(figure, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(tmp, dpi=110)
     tmp.replace(path)
+
+
+def _sweep_point(run_dir: Path) -> dict[str, Any] | None:
+    """(k, SFT examples, trained pass@1 per benchmark) of one run, or None when it lacks a trained evaluation."""
+    minimize, mix = storage.read_manifest(run_dir / "03_minimize"), storage.read_manifest(run_dir / "04_mix")
+    metrics_path = run_dir / "06_eval" / "metrics.json"
+    if not (minimize and mix and metrics_path.exists()):
+        raise DataError(f"report: {run_dir} has no finished minimize, mix and eval stages to put in the sweep")
+    models = json.loads(metrics_path.read_text())["models"]
+    trained = models.get("trained")
+    if trained is None:
+        return None
+    scores = {name: values["pass@1"] for name, values in trained["benchmarks"].items()}
+    return {"run": run_dir.name, "k": minimize["k"], "examples": mix["counts"]["examples"], "scores": scores}
+
+
+def _sweep_markdown(points: list[dict]) -> str:
+    names = _ordered(sorted({name for p in points for name in p["scores"]}))
+    lines = ["| run | k | SFT examples | " + " | ".join(names) + " | avg |", "|---|---|---" + "|---" * (len(names) + 1) + "|"]
+    for p in points:
+        shown = [p["scores"][n] for n in names if n in p["scores"]]
+        cells = ["–" if n not in p["scores"] else f"{100 * p['scores'][n]:.1f}" for n in names]
+        lines.append(f"| {p['run']} | {p['k']} | {p['examples']} | " + " | ".join(cells)
+                     + f" | {100 * sum(shown) / max(1, len(shown)):.1f} |")
+    return "\n".join(lines)
+
+
+def _sweep_plot(points: list[dict], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    names = _ordered(sorted({name for p in points for name in p["scores"]}))
+    figure, (by_k, by_size) = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    for name in names:
+        have = [p for p in points if name in p["scores"]]
+        by_k.plot([p["k"] for p in have], [100 * p["scores"][name] for p in have], "-o", label=name)
+        by_size.plot([p["examples"] for p in have], [100 * p["scores"][name] for p in have], "-o", label=name)
+    by_k.set_xlabel("k (diverse paths per problem)")
+    by_size.set_xlabel("SFT examples")
+    by_k.set_ylabel("trained pass@1 (%)")
+    by_k.set_title("accuracy against k")
+    by_size.set_title("accuracy against data size")
+    by_size.legend(fontsize=7)
+    figure.tight_layout()
+    path = out / "accuracy_vs_data.png"
+    _save(figure, path)
+    plt.close("all")
+    return path

@@ -1,0 +1,49 @@
+"""The report from stage outputs alone (no Ray): sections, the paper-layout table, the k-sweep table and plots."""
+
+import json
+
+import pytest
+
+from mmos_ray import storage
+from mmos_ray.core.errors import DataError
+from mmos_ray.report import build
+
+
+def fake_run(root, name, k, examples, gsm8k, svamp):
+    run = root / name
+    storage.write_manifest(run / "03_minimize", {"stage": "03_minimize", "k": k, "seconds": 1.0})
+    storage.write_manifest(run / "04_mix", {"stage": "04_mix", "counts": {"examples": examples}, "seconds": 0.5})
+    benchmarks = lambda a, b: {"gsm8k/test": {"pass@1": a, "problems": 10, "timeouts": 0, "empty_answers": 1},  # noqa: E731
+                               "svamp/test": {"pass@1": b, "problems": 10, "timeouts": 2, "empty_answers": 0}}
+    metrics = {"models": {"base": {"model": "m", "prompt_version": "tir-fewshot-v1", "benchmarks": benchmarks(0.1, 0.2)},
+                          "trained": {"model": "t", "prompt_version": "mmos-train-v1",
+                                      "benchmarks": benchmarks(gsm8k, svamp)}},
+               "benchmarks": ["svamp/test", "gsm8k/test"], "grader": {"mode": "compat", "version": "1"},
+               "sampling": {"num_samples": 1, "temperature": 0.0, "max_tokens": 64, "max_rounds": 2, "seed": 0}}
+    (run / "06_eval").mkdir(parents=True)
+    (run / "06_eval/metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_report_with_a_k_sweep(tmp_path):
+    main = fake_run(tmp_path, "k3", 3, 40, 0.3, 0.5)
+    others = [fake_run(tmp_path, "k1", 1, 15, 0.2, 0.4), fake_run(tmp_path, "k0", 0, 8, 0.1, 0.3)]
+    result = build(main, others)
+    report = (main / "report.md").read_text()
+    # the paper's column order (GSM8K before SVAMP), pass@1 in %, and the average
+    assert "| model | prompt | gsm8k/test | svamp/test | avg |" in result["table"]
+    assert "| trained | mmos-train-v1 | 30.0 | 50.0 | 40.0 |" in result["table"]
+    assert "## Evaluation" in report and "## Stage times" in report and "| total | 1.5 |" in report
+    assert "## Ability boundary (k sweep)" in report
+    rows = [line for line in report.splitlines() if line.startswith("| k")]
+    assert rows == ["| k0 | 0 | 8 | 10.0 | 30.0 | 20.0 |", "| k1 | 1 | 15 | 20.0 | 40.0 | 30.0 |",
+                    "| k3 | 3 | 40 | 30.0 | 50.0 | 40.0 |"]
+    for plot in ("accuracy.png", "accuracy_vs_data.png"):
+        assert (main / "plots" / plot).stat().st_size > 1000 and f"plots/{plot}" in report
+
+
+def test_a_sweep_run_without_its_stages_is_named(tmp_path):
+    main = fake_run(tmp_path, "k3", 3, 40, 0.3, 0.5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty has no finished minimize, mix and eval"):
+        build(main, [tmp_path / "empty"])
