@@ -81,7 +81,15 @@ def _count_examples(data: Path) -> int:
     if not data.exists():
         raise DataError(f"train: no SFT file at {data}; run the mix stage first, or set train.data")
     try:
-        return sum(1 for _ in read_records(data))
+        count = 0
+        for where, row in read_records(data):
+            # Checked here, before any worker starts: a bad row would otherwise end in a KeyError inside Ray.
+            missing = [f for f in ("prompt", "completion") if not isinstance(row, dict) or f not in row]
+            if missing:
+                raise DataError(f"train: {where}: missing field {', '.join(repr(f) for f in missing)}; every SFT "
+                                "row needs 'prompt' and 'completion' (the MMOS JSONL shape)")
+            count += 1
+        return count
     except DataError as exc:
         if "holds no records" in str(exc):
             return 0

@@ -142,3 +142,12 @@ def test_packed_examples_do_not_see_each_other(tmp_path, models_dir):
                            for row in sorted(unpacked(examples), key=lambda r: -len(r.input_ids))])
     assert together.shape == alone.shape
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_an_sft_row_without_its_completion_is_named_before_ray_starts(tmp_path, models_dir):
+    from mmos_ray.core.errors import DataError
+
+    (tmp_path / "sft.jsonl").write_text('{"prompt": "p", "completion": "c"}\n{"prompt": "p2"}\n')
+    cfg = config(tmp_path, models_dir)
+    with pytest.raises(DataError, match=r"sft.jsonl:2: missing field 'completion'"):
+        run_train(tmp_path, cfg)
