@@ -131,11 +131,7 @@ def _eval_details(metrics: dict) -> str:
 
 
 def _plots(metrics: dict, out: Path) -> list[tuple[str, Path]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     names = _ordered(metrics["benchmarks"])
     labels = list(metrics["models"])
@@ -175,6 +171,16 @@ def _plots(metrics: dict, out: Path) -> list[tuple[str, Path]]:
     return plots
 
 
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (no display on servers and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(figure, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(tmp, dpi=110)
@@ -207,11 +213,7 @@ def _sweep_markdown(points: list[dict]) -> str:
 
 
 def _sweep_plot(points: list[dict], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     names = _ordered(sorted({name for p in points for name in p["scores"]}))
     figure, (by_k, by_size) = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
