@@ -144,6 +144,19 @@ def eval_(config: ConfigOption = None, set_: SetOption = None,
 
 @app.command()
 @_clean_errors
+def serve(config: ConfigOption = None, set_: SetOption = None,
+          model: Annotated[Optional[str], typer.Option("--model", help="a model folder (or name); default: "
+                                                   "serve.model, else the model stage 05 trained")] = None,
+          port: Annotated[Optional[int], typer.Option("--port", help="default: serve.port (8000)")] = None,
+          host: Annotated[Optional[str], typer.Option("--host", help="default: serve.host (127.0.0.1)")] = None
+          ) -> None:
+    """Stage 07: serve a model (OpenAI API + /v1/solve) with Ray Serve until Ctrl-C."""
+    extra = ([f"serve.port={port}"] if port else []) + ([f"serve.host={host}"] if host else [])
+    pipeline.serve(_load(config, (set_ or []) + extra), model=model)
+
+
+@app.command()
+@_clean_errors
 def report(run: Annotated[Path, typer.Argument(help="the run folder, e.g. runs/quickstart")],
            sweep: Annotated[Optional[list[Path]], typer.Option("--sweep", help="another run of the same experiment "
                                                                "with another minimize.k (repeatable): adds the "

@@ -176,10 +176,33 @@ class EvalConfig(Section):
     grader: Literal["compat", "strict"] = "compat"
 
 
+class AutoscalingConfig(Section):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0, description="requests in progress per replica to aim for")
+
+
 class ServeConfig(Section):
-    host: str = "127.0.0.1"
+    model: str | None = Field(None, description="a model folder or name; default: the model stage 05 trained")
+    model_id: str | None = Field(None, description="the name clients send as `model`; default: the folder's name")
+    engine: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: Ray Serve LLM on vLLM when installed, "
+                                                  "else our deployment on HF transformers")
+    host: str = Field("127.0.0.1", description="0.0.0.0 exposes the server to the network: set an api_key")
     port: int = Field(8000, ge=1, le=65535)
-    api_key: str | None = None
+    api_key: str | None = Field(None, description="required as `Authorization: Bearer KEY`; default: "
+                                "$MMOS_SERVE_API_KEY, and no key when that is unset")
+    replicas: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="engine replicas")
+    max_concurrent: int = Field(16, ge=1, description="requests in progress per HTTP replica")
+    max_queued: int = Field(64, ge=0, description="requests waiting per HTTP replica; beyond: 429")
+    queue_timeout_s: float = Field(30.0, gt=0, description="waited longer for a slot: 503")
+    retry_after_s: int = Field(1, ge=1, description="the Retry-After header of 429 and 503")
+    max_request_bytes: int = Field(65536, ge=1024)
+    max_tokens: int = Field(1024, ge=1, description="the most tokens one request (one /v1/solve round) may ask for")
+    max_n: int = Field(8, ge=1, description="the most choices per request")
+    max_model_len: int = Field(4096, ge=256)
+    prompt: Literal["train", "fewshot"] = Field("train", description="/v1/solve's prompt (train: the SFT format)")
+    max_rounds: int = Field(4, ge=1, le=16, description="/v1/solve's default (and ceiling: 16) tool-call rounds")
+    sandbox_workers: int = Field(2, ge=1, description="fork servers per HTTP replica for /v1/solve's programs")
 
 
 class ExperimentConfig(Section):

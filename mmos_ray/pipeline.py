@@ -115,6 +115,38 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, benchmarks: list[s
     return {**storage.write_manifest(out, manifest), "skipped": False}
 
 
+def serve(cfg: ExperimentConfig, model: str | None = None, block: bool | None = None) -> dict[str, Any]:
+    """Stage 07: serve `model` (default `serve.model`, else the model stage 05 trained) with Ray Serve.
+
+    `block`: stay up until Ctrl-C / SIGTERM. By default it blocks when this process started its own Ray
+    (the app would die with it) and returns at once inside a submitted job ($RAY_ADDRESS: the app lives
+    on in the cluster after the job ends).
+    """
+    import os
+
+    from mmos_ray.stages import serve as stage
+    from mmos_ray.stages.cluster import ensure_ray
+    from mmos_ray.stages.evaluate import resolve
+
+    model = model or cfg.serve.model
+    if model is None:
+        trained = storage.read_manifest(cfg.run_dir / "05_train")
+        if trained is None:
+            raise FileNotFoundError(f"no model to serve: {cfg.run_dir / '05_train'} has no manifest. Train first "
+                                    "(`mmos train`), or pass --model DIR (or set serve.model)")
+        model = trained["model"]
+    path = resolve(model, cfg.paths)
+    ensure_ray()
+    started = time.monotonic()
+    url = stage.start(cfg.serve, cfg.sample, path)
+    facts = {"stage": "07_serve", "url": url, "model": path, "seconds_to_ready": round(time.monotonic() - started, 1)}
+    logger.info("serve: %s is ready at %s (OpenAI base URL %s/v1; POST %s/v1/solve)", path, url, url, url)
+    if block if block is not None else not os.environ.get("RAY_ADDRESS"):
+        print(f"serving {path} at {url} (OpenAI base URL: {url}/v1) - Ctrl-C to stop", flush=True)
+        stage.wait_until_stopped()
+    return facts
+
+
 def _limit_of(cfg: ExperimentConfig, dataset: str) -> int | None:
     return next((s.limit for s in cfg.eval.benchmarks if s.dataset == dataset), None)
 
@@ -229,7 +261,8 @@ def job(function: str, argv: list[str] | None = None) -> None:
     cfg = load_config(args.config, args.overrides)
     result = run(cfg, fresh=args.fresh) if function == "run" else globals()[function](cfg)
     for manifest in result if isinstance(result, list) else [result]:
-        print(manifest["stage"], "skipped" if manifest["skipped"] else "done", manifest.get("counts"))
+        print(manifest["stage"], "skipped" if manifest.get("skipped") else "done",
+              manifest.get("counts") or manifest.get("url"))
 
 
 def _run_stage(cfg: ExperimentConfig, folder: str, sections: tuple[str, ...], upstream: str) -> dict[str, Any]:

@@ -44,7 +44,15 @@ class HFEngine:
                     completions[index] = completion
         return completions  # type: ignore[return-value]
 
-    def _generate_batch(self, prompts: list[str], p: SamplingParams) -> list[Completion]:
+    def generate_streaming(self, prompt: str, p: SamplingParams, streamer) -> Completion:
+        """One completion, its text also pushed to `streamer` (a transformers `TextIteratorStreamer`) as it is
+        generated; the caller reads the streamer on another thread and cuts stop strings itself."""
+        return self._generate_batch([prompt], p, streamer=streamer)[0]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text).input_ids)
+
+    def _generate_batch(self, prompts: list[str], p: SamplingParams, streamer=None) -> list[Completion]:
         torch = self._torch
         if p.seed is not None:
             torch.manual_seed(p.seed)
@@ -54,7 +62,8 @@ class HFEngine:
             dict(do_sample=False)
         with torch.no_grad():
             output = self._model.generate(**encoded, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
-                                          stop_strings=list(p.stop) or None, tokenizer=self.tokenizer, **sampling)
+                                          stop_strings=list(p.stop) or None, tokenizer=self.tokenizer,
+                                          streamer=streamer, **sampling)
         prompt_len = encoded.input_ids.shape[1]
         completions = []
         for row, ids in enumerate(output[:, prompt_len:]):

@@ -6,8 +6,13 @@ uid switch, seccomp. Every protection that cannot be had is named in a warning, 
 | network           | own network namespace (bwrap)               | seccomp: no sockets but AF_UNIX             |
 | filesystem        | read-only root, private /tmp (bwrap)        | none (programs can write where the uid can) |
 | process count     | pids cgroup (root) / RLIMIT_NPROC (non-root) | uid switch to nobody, then RLIMIT_NPROC     |
+| user (as root)    | programs run as uid 65534 (nobody)          | (always; isolation="none": root)            |
 | leftovers         | PID namespace + child subreaper             | child subreaper                             |
 | syscalls          | seccomp (no exec, ptrace, signals to server) | none                                        |
+
+Programs never run as root: a read-only root still lets root read every secret of the host
+(/etc/shadow, Ray's cluster token, cloud credentials), and a served model can be talked into printing
+them. Where uid 65534 cannot read the interpreter's files, the preloaded modules still work.
 """
 
 from __future__ import annotations
@@ -61,15 +66,19 @@ def plan_zygote(isolation: str = "auto", scratch_mb: int = 256) -> ZygotePlan:
     is_root = os.geteuid() == 0
     cgroup_root = pids_cgroup_root() if is_root and isolation != "none" else None
     uid = None
+    if is_root and isolation != "none":
+        uid = NOBODY
+        if not _readable_by_others():
+            warnings.append(f"some of the interpreter's files are not readable by uid {NOBODY} (e.g. a Python "
+                            "under /root): programs can import only the preloaded modules from there; chmod o+rX "
+                            "its folders to lift that")
     if cgroup_root is not None:
         processes = "pids cgroup"
     elif not is_root:
         processes = "RLIMIT_NPROC"
-    elif isolation != "none":
-        uid = NOBODY
+    elif uid is not None:
         processes = f"RLIMIT_NPROC as uid {NOBODY}"
-        warnings.append(f"no writable pids cgroup: programs run as uid {NOBODY} so that RLIMIT_NPROC holds; "
-                        "they can import only the preloaded modules")
+        warnings.append(f"no writable pids cgroup: RLIMIT_NPROC as uid {NOBODY} limits the processes")
     else:
         processes = "none"
     has_seccomp = isolation != "none" and importlib.util.find_spec("pyseccomp") is not None
@@ -79,25 +88,42 @@ def plan_zygote(isolation: str = "auto", scratch_mb: int = 256) -> ZygotePlan:
     elif not has_seccomp:
         warnings.append("seccomp unavailable (pip install pyseccomp; needs libseccomp2): programs may exec, "
                         "ptrace, and signal the sandbox server")
-    options = {"uid": uid, "use_nproc": uid is not None or (not is_root and isolation != "none"),
+    use_nproc = isolation != "none" and cgroup_root is None
+    options = {"uid": uid, "use_nproc": use_nproc,
                "nproc_base": 0 if uid is not None else _processes_of_uid(os.getuid()), "seccomp": has_seccomp}
+    user = f"uid {NOBODY}" if uid is not None else ("root" if is_root else f"uid {os.getuid()}")
     python = [sys.executable, "-s", "-c", _BOOT]
     if use_bwrap:
         options["scratch"] = "/tmp"  # a tmpfs of the server's own
         command = [*_bwrap_args(scratch_mb, setuid=uid is not None), *python]
         protections = {"network": "network namespace", "filesystem": "read-only root, private /tmp",
-                       "processes": processes, "leftovers": "PID namespace", "syscalls": _sec(has_seccomp)}
+                       "processes": processes, "user": user, "leftovers": "PID namespace",
+                       "syscalls": _sec(has_seccomp)}
     else:
         options["scratch"] = None
         command = python
         network = "seccomp (no sockets)" if has_seccomp else "none"
-        protections = {"network": network, "filesystem": "none", "processes": processes,
+        protections = {"network": network, "filesystem": "none", "processes": processes, "user": user,
                        "leftovers": "child subreaper", "syscalls": _sec(has_seccomp)}
         if isolation == "auto":
             warnings.append("bubblewrap unavailable (apt-get install bubblewrap, and user namespaces enabled): "
                             f"no network or mount namespace; network: {network}; programs can write files "
                             "wherever their uid may")
     return ZygotePlan(command, dict(ZYGOTE_ENV), options, cgroup_root, protections, warnings)
+
+
+def _readable_by_others() -> bool:
+    """The interpreter, its libraries and our package can be read (and their folders entered) by any user."""
+    for root in {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), _PACKAGE_PARENT,
+                 *(p for p in sys.path if p and "site-packages" in p)}:
+        path = Path(os.path.realpath(root))
+        if not path.exists():
+            continue
+        if not all(os.stat(folder).st_mode & 0o001 for folder in [path, *path.parents]):
+            return False
+        if not os.stat(path).st_mode & 0o004:
+            return False
+    return True
 
 
 def _sec(has_seccomp: bool) -> str:

@@ -42,7 +42,9 @@ from mmos_ray.sandbox.protocol import Limits, read_frame, write_frame
 # mention the heavy libraries go to a light server.
 PRELOAD_LIGHT = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "statistics",
                  "random", "re", "string", "datetime", "heapq", "bisect", "operator", "json", "copy", "typing",
-                 "dataclasses", "numbers", "textwrap", "time")
+                 "dataclasses", "numbers", "textwrap", "time", "__future__", "calendar", "array", "enum", "contextlib",
+                 "struct", "unicodedata", "pprint", "collections.abc", "threading", "socket", "subprocess", "signal",
+                 "encodings.idna", "tempfile", "pathlib", "shutil", "traceback", "string", "csv", "io", "glob")
 PRELOAD_HEAVY = PRELOAD_LIGHT + ("numpy", "sympy", "sympy.parsing.sympy_parser", "mpmath")
 # The grader server: the heavy set plus our grading rules and their parsers (mmos_ray.core.grading).
 PRELOAD_GRADER = PRELOAD_HEAVY + ("sympy.parsing.latex", "latex2sympy2_extended", "math_verify",
