@@ -6,13 +6,14 @@ uid switch, seccomp. Every protection that cannot be had is named in a warning, 
 | network           | own network namespace (bwrap)               | seccomp: no sockets but AF_UNIX             |
 | filesystem        | read-only root, private /tmp (bwrap)        | none (programs can write where the uid can) |
 | process count     | pids cgroup (root) / RLIMIT_NPROC (non-root) | uid switch to nobody, then RLIMIT_NPROC     |
-| user (as root)    | programs run as uid 65534 (nobody)          | (always; isolation="none": root)            |
+| user (as root)    | uid 65534 (nobody)                          | root, where nobody cannot read the interpreter |
 | leftovers         | PID namespace + child subreaper             | child subreaper                             |
 | syscalls          | seccomp (no exec, ptrace, signals to server) | none                                        |
 
-Programs never run as root: a read-only root still lets root read every secret of the host
-(/etc/shadow, Ray's cluster token, cloud credentials), and a served model can be talked into printing
-them. Where uid 65534 cannot read the interpreter's files, the preloaded modules still work.
+Programs do not run as root where uid 65534 can read the interpreter, its libraries and our package: a
+read-only root still lets root read every secret of the host (/etc/shadow, Ray's cluster token, cloud
+credentials), and a served model can be talked into printing them. Where it cannot (a venv in a private
+folder), lazily imported modules would fail as nobody, so programs stay root and a warning says so.
 """
 
 from __future__ import annotations
@@ -67,11 +68,15 @@ def plan_zygote(isolation: str = "auto", scratch_mb: int = 256) -> ZygotePlan:
     cgroup_root = pids_cgroup_root() if is_root and isolation != "none" else None
     uid = None
     if is_root and isolation != "none":
-        uid = NOBODY
-        if not _readable_by_others():
+        if cgroup_root is None or _readable_by_others():  # without a cgroup the uid switch is the process limit
+            uid = NOBODY
+        if cgroup_root is None and not _readable_by_others():
             warnings.append(f"some of the interpreter's files are not readable by uid {NOBODY} (e.g. a Python "
-                            "under /root): programs can import only the preloaded modules from there; chmod o+rX "
-                            "its folders to lift that")
+                            "under /root): programs can import only the preloaded modules from there")
+        elif uid is None:
+            warnings.append(f"programs run as root: uid {NOBODY} cannot read the interpreter's files (e.g. a Python "
+                            "or venv under /root or a private temporary folder), so they could read the host's "
+                            "files too; chmod o+rX those folders to run programs as nobody")
     if cgroup_root is not None:
         processes = "pids cgroup"
     elif not is_root:
@@ -143,7 +148,11 @@ def _bwrap_args(scratch_mb: int, setuid: bool) -> list[str]:
     if os.geteuid() == 0:
         args += ["--cap-drop", "ALL"]
         if setuid:
-            args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN"]
+            # The server hands each program a folder of uid 65534's, empties it afterwards and kills what
+            # overstays: without DAC_OVERRIDE/FOWNER root could not enter or clear the folder, without KILL
+            # not signal another uid. The program drops every capability when it switches to uid 65534.
+            args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN",
+                     "--cap-add", "CAP_DAC_OVERRIDE", "--cap-add", "CAP_FOWNER", "--cap-add", "CAP_KILL"]
     return args + ["--"]
 
 
