@@ -44,7 +44,7 @@ PRELOAD_LIGHT = ("math", "cmath", "fractions", "decimal", "itertools", "functool
                  "random", "re", "string", "datetime", "heapq", "bisect", "operator", "json", "copy", "typing",
                  "dataclasses", "numbers", "textwrap", "time", "__future__", "calendar", "array", "enum", "contextlib",
                  "struct", "unicodedata", "pprint", "collections.abc", "threading", "socket", "subprocess", "signal",
-                 "encodings.idna", "tempfile", "pathlib", "shutil", "traceback", "string", "csv", "io", "glob")
+                 "encodings.idna", "tempfile", "pathlib", "shutil", "traceback", "csv", "io", "glob")
 PRELOAD_HEAVY = PRELOAD_LIGHT + ("numpy", "sympy", "sympy.parsing.sympy_parser", "mpmath")
 # The grader server: the heavy set plus our grading rules and their parsers (mmos_ray.core.grading).
 PRELOAD_GRADER = PRELOAD_HEAVY + ("sympy.parsing.latex", "latex2sympy2_extended", "math_verify",
