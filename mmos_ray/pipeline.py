@@ -137,13 +137,15 @@ def serve(cfg: ExperimentConfig, model: str | None = None, block: bool | None = 
         model = trained["model"]
     path = resolve(model, cfg.paths)
     ensure_ray()
+    block = block if block is not None else not os.environ.get("RAY_ADDRESS")
+    stop = stage.stop_on_signals() if block else None
     started = time.monotonic()
     url = stage.start(cfg.serve, cfg.sample, path)
     facts = {"stage": "07_serve", "url": url, "model": path, "seconds_to_ready": round(time.monotonic() - started, 1)}
     logger.info("serve: %s is ready at %s (OpenAI base URL %s/v1; POST %s/v1/solve)", path, url, url, url)
-    if block if block is not None else not os.environ.get("RAY_ADDRESS"):
+    if stop is not None:
         print(f"serving {path} at {url} (OpenAI base URL: {url}/v1) - Ctrl-C to stop", flush=True)
-        stage.wait_until_stopped()
+        stage.wait_until_stopped(stop)
     return facts
 
 

@@ -1,7 +1,7 @@
 """Stage 07: serve a model over HTTP with Ray Serve.
 
     app = build_app(cfg.serve, cfg.sample, model_dir)     # a Ray Serve application
-    serve_model(cfg.serve, cfg.sample, model_dir)         # start it on serve.host:serve.port, block
+    url = start(cfg.serve, cfg.sample, model_dir)         # deploy it on serve.host:serve.port
 
 Routes: the OpenAI API (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, streaming included) and
 `/v1/solve` (question in; answer, trajectory, rounds and timings out, the model's code run in the sandbox
@@ -65,11 +65,18 @@ def start(serve_cfg: ServeConfig, sample: SampleConfig, model_dir: str) -> str:
     return f"http://{host}:{serve_cfg.port}"
 
 
-def wait_until_stopped() -> None:
-    """Block until Ctrl-C or SIGTERM, then take the app down."""
+def stop_on_signals() -> threading.Event:
+    """An event that Ctrl-C or SIGTERM sets. Installed before the app starts: the proxy answers as soon as the
+    replicas are up, a little before `serve.run` returns, and a signal in between must not hit Ray's handler
+    (which aborts the process)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def wait_until_stopped(stop: threading.Event) -> None:
+    """Block until `stop` is set (see `stop_on_signals`), then take the app down."""
     while not stop.wait(1.0):
         pass
     logger.info("serve: stopping")
