@@ -1,16 +1,18 @@
 """Serving latency: the same requests through the Serve endpoint and through the bare engine, one run.
 
     .venv/bin/python benchmarks/serve_latency.py [--requests 40] [--max-tokens 32] [--model smollm2]
+                                                 [--server auto|replica|ray_llm]
 
 (a) the bare engine: `VLLMEngine.generate` in this process, one request at a time; then, with that engine
-    gone, (b) the endpoint: `mmos`'s Serve app (Ray Serve LLM on vLLM, the guard, an API key) on
-    127.0.0.1, the same prompts and parameters as HTTP POSTs to /v1/completions, one at a time, timed at
-    the client (HTTP, proxy, ingress, engine replica and back). Greedy, so both produce the same tokens;
+    gone, (b) the endpoint: `mmos`'s Serve app on vLLM (`serve.vllm_server`: auto is what `mmos serve`
+    runs on this machine: our replica on CPU, Ray Serve LLM on GPU), with the guard and an API key, on
+    127.0.0.1: the same prompts and parameters as HTTP POSTs to /v1/completions, one at a time, timed at
+    the client (HTTP, proxy, guard, engine and back). Greedy, so both produce the same tokens;
     `same_tokens` counts the requests where they did. Three warm-up requests on each side are not timed.
-(c) the engine replica alone: the same requests to Ray Serve LLM's LLMServer deployment by handle, so
-    that the endpoint's cost splits into the engine as Ray Serve LLM runs it and our HTTP layer.
+(c) the engine's deployment alone, by handle (Ray Serve LLM's LLMServer, or our replica's completions
+    method without HTTP), so that the endpoint's cost splits into the engine as served and the HTTP path.
 Last line: {"engine_p50_s", "engine_p95_s", "endpoint_p50_s", "endpoint_p95_s", "overhead_ratio",
-"replica_p50_s", "http_overhead_ratio", ...}; overhead_ratio = endpoint p50 / engine p50,
+"replica_p50_s", "http_overhead_ratio", "server", ...}; overhead_ratio = endpoint p50 / engine p50,
 http_overhead_ratio = endpoint p50 / replica p50. Target (issue 9): overhead_ratio <= 1.2.
 """
 
@@ -103,21 +105,34 @@ def run_endpoint(cfg, model: str, prompts: list[str], params: SamplingParams):
 
 
 def time_replica(prompts: list[str], body: dict) -> list[float]:
-    """The engine replica alone (Ray Serve LLM's LLMServer, called by handle from here): what the endpoint
-    costs on top of it is our HTTP layer (proxy, guard, ingress)."""
+    """The engine's deployment alone, called by handle from here: what the endpoint costs on top of it is
+    the HTTP path (proxy, guard, and for Ray Serve LLM its ingress)."""
     import asyncio
 
     from ray import serve
-    from ray.serve.llm.openai_api_models import CompletionRequest
 
-    handle = serve.get_deployment_handle("LLMServer:bench", app_name="mmos").options(stream=True)
+    names = serve.status().applications["mmos"].deployments
+    if "MathServer" in names:  # our replica: its route method, without HTTP
+        from mmos_ray.stages.serve_local import CompletionBody
+
+        handle = serve.get_deployment_handle("MathServer", app_name="mmos")
+
+        async def call(prompt: str) -> None:
+            await handle.completions.remote(CompletionBody(**body, prompt=prompt))
+    else:
+        from ray.serve.llm.openai_api_models import CompletionRequest
+
+        handle = serve.get_deployment_handle("LLMServer:bench", app_name="mmos").options(stream=True)
+
+        async def call(prompt: str) -> None:
+            async for _ in handle.completions.remote(CompletionRequest(**body, prompt=prompt), None):
+                pass
 
     async def timed() -> list[float]:
         seconds = []
         for prompt in prompts[WARMUP:]:
             started = time.perf_counter()
-            async for _ in handle.completions.remote(CompletionRequest(**body, prompt=prompt), None):
-                pass
+            await call(prompt)
             seconds.append(time.perf_counter() - started)
         return seconds
 
@@ -133,6 +148,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--engine-cores", default=None, help="bind the engine's threads to these cores on both "
                         "sides (VLLM_CPU_OMP_THREADS_BIND, e.g. 0 or 0-2); default: all cores")
+    parser.add_argument("--server", default="auto", choices=["auto", "replica", "ray_llm"],
+                        help="who runs vLLM behind the endpoint (serve.vllm_server); auto: as `mmos serve` here")
     args = parser.parse_args()
     if args.engine_cores:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.engine_cores
@@ -140,6 +157,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = load_config(None, [f"paths.models_dir={args.models_dir}", "serve.engine=vllm", f"serve.port={port}",
+                             f"serve.vllm_server={args.server}",
                              f"serve.api_key={KEY}", "serve.model_id=bench", "serve.max_model_len=1024"])
     from mmos_ray.stages.evaluate import resolve
 
@@ -151,7 +169,9 @@ def main() -> None:
     engine_p50, engine_p95 = percentiles(engine_s)
     endpoint_p50, endpoint_p95 = percentiles(endpoint_s)
     replica_p50, _ = percentiles(replica_s)
+    server = args.server if args.server != "auto" else ("ray_llm" if _has_gpu() else "replica")
     report = {"requests": len(engine_s), "max_tokens": args.max_tokens, "model": args.model, "cpus": os.cpu_count(),
+              "server": server,
               "engine_cores": args.engine_cores or "all",
               "same_tokens": sum(a == b for a, b in zip(engine_texts, endpoint_texts)),
               "engine_p50_s": round(engine_p50, 4), "engine_p95_s": round(engine_p95, 4),
@@ -161,6 +181,12 @@ def main() -> None:
     print(json.dumps({"engine_s": [round(s, 4) for s in engine_s], "endpoint_s": [round(s, 4) for s in endpoint_s]}),
           file=sys.stderr)
     print(json.dumps(report))
+
+
+def _has_gpu() -> bool:
+    from mmos_ray.engines.vllm_engine import detect_profile
+
+    return detect_profile().device == "cuda"
 
 
 if __name__ == "__main__":

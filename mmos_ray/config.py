@@ -185,8 +185,11 @@ class AutoscalingConfig(Section):
 class ServeConfig(Section):
     model: str | None = Field(None, description="a model folder or name; default: the model stage 05 trained")
     model_id: str | None = Field(None, description="the name clients send as `model`; default: the folder's name")
-    engine: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: Ray Serve LLM on vLLM when installed, "
-                                                  "else our deployment on HF transformers")
+    engine: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: vLLM when installed, else HF "
+                                                  "transformers")
+    vllm_server: Literal["auto", "ray_llm", "replica"] = Field(
+        "auto", description="who runs vLLM: ray_llm (Ray Serve LLM), replica (our deployment, the engine in "
+        "its process); auto: ray_llm on GPU, replica on CPU (lower latency there)")
     host: str = Field("127.0.0.1", description="0.0.0.0 exposes the server to the network: set an api_key")
     port: int = Field(8000, ge=1, le=65535)
     api_key: str | None = Field(None, description="required as `Authorization: Bearer KEY`; default: "

@@ -71,6 +71,13 @@ class VLLMEngine:
             kwargs["gpu_memory_utilization"] = profile.gpu_memory_utilization
         self._llm = LLM(model, **kwargs)
 
+    @property
+    def tokenizer(self):
+        return self._llm.get_tokenizer()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text).input_ids)
+
     def generate(self, prompts: Sequence[str], params: Sequence[SamplingParams]) -> list[Completion]:
         outputs = self._llm.generate(list(prompts), [self._params(p) for p in params], use_tqdm=False)
         return [_completion(output) for output in outputs]
@@ -78,13 +85,18 @@ class VLLMEngine:
     # Continuous batching across rounds (used by engines.tir_loop): requests go in one by one and come
     # out as each finishes, so a trajectory's next round joins the running batch as soon as its code ran.
 
-    def add_request(self, request_id: str, prompt: str, params: SamplingParams) -> None:
-        """Queue one request; raises (e.g. a prompt past the context length) without touching the others."""
-        self._llm.llm_engine.add_request(request_id, prompt, self._params(params, final_only=True))
+    def add_request(self, request_id: str, prompt: str, params: SamplingParams, stream: bool = False) -> None:
+        """Queue one request; raises (e.g. a prompt past the context length) without touching the others.
+        `stream`: every step reports it (its text so far), not only the step it finished in."""
+        self._llm.llm_engine.add_request(request_id, prompt, self._params(params, final_only=not stream))
 
     def step(self) -> list[tuple[str, Completion]]:
         """One engine step; returns the requests that finished in it."""
-        return [(out.request_id, _completion(out)) for out in self._llm.llm_engine.step() if out.finished]
+        return [(request_id, completion) for request_id, completion, finished in self.step_outputs() if finished]
+
+    def step_outputs(self) -> list[tuple[str, Completion, bool]]:
+        """One engine step; (request id, completion so far, finished) for each request it reports."""
+        return [(out.request_id, _completion(out), out.finished) for out in self._llm.llm_engine.step()]
 
     def has_unfinished(self) -> bool:
         return self._llm.llm_engine.has_unfinished_requests()

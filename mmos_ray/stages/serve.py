@@ -5,9 +5,12 @@
 
 Routes: the OpenAI API (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, streaming included) and
 `/v1/solve` (question in; answer, trajectory, rounds and timings out, the model's code run in the sandbox
-with the limits of data construction), `/health`. With vLLM installed (`serve.engine: auto`) it is Ray
-Serve LLM (`serve_vllm`); without, our deployment on HF transformers (`serve_hf`). Both bind
-127.0.0.1 unless `serve.host` says otherwise, and sit behind the same guard (`serve_http`).
+with the limits of data construction), `/health`. Two ways to run it, same routes, same guard (`serve_http`),
+both on 127.0.0.1 unless `serve.host` says otherwise:
+- Ray Serve LLM (`serve_vllm`): Ray's LLMServer runs vLLM's async engine; the default on GPU.
+- our deployment (`serve_local`): the replica runs the engine itself, vLLM stepped in its own process
+  (the default on CPU, where vLLM's engine-core and worker processes cost 1.5x the latency) or HF
+  transformers (where vLLM is not installed, or `serve.engine: hf`).
 
 For `serve run` / `serve deploy` / a KubeRay RayService, `app_builder` is the import path:
 `mmos_ray.stages.serve:app_builder` with args `{config: FILE, model: DIR, set: [KEY=VALUE, ...]}`.
@@ -48,13 +51,16 @@ def build_app(serve_cfg: ServeConfig, sample: SampleConfig, model_dir: str):
         raise RuntimeError("serve.engine is 'vllm' but vLLM is not installed: install the project's `cpu` or `gpu` "
                            "extra, or set serve.engine=hf")
     gpus = ray.cluster_resources().get("GPU", 0) > 0
-    if engine == "vllm":
+    profile = GPU_PROFILE if gpus else CPU_PROFILE
+    ray_llm = serve_cfg.vllm_server == "ray_llm" or (serve_cfg.vllm_server == "auto" and gpus)
+    if engine == "vllm" and ray_llm:
         from mmos_ray.stages import serve_vllm
 
-        return serve_vllm.build(serve_cfg, model_dir, model_id, GPU_PROFILE if gpus else CPU_PROFILE, limits)
-    from mmos_ray.stages import serve_hf
+        return serve_vllm.build(serve_cfg, model_dir, model_id, profile, limits)
+    from mmos_ray.stages import serve_local
 
-    return serve_hf.build(serve_cfg, model_dir, model_id, limits, num_gpus=1.0 if gpus else 0.0)
+    # On CPU the replica takes the node's cores for its OpenMP threads (Ray would give a 1-CPU actor one).
+    return serve_local.build(serve_cfg, model_dir, model_id, limits, engine, profile.actor_options, profile)
 
 
 def start(serve_cfg: ServeConfig, sample: SampleConfig, model_dir: str) -> str:

@@ -84,7 +84,7 @@ class MathIngress(OpenAiIngress):
 
     async def health(self, request: Request):
         stats = request.app.state.guard_stats
-        return {"status": "ok", "engine": "vllm", "model": self.model_id, "running": stats.active,
+        return {"status": "ok", "engine": "vllm", "server": "ray_llm", "model": self.model_id, "running": stats.active,
                 "waiting": stats.waiting, "rejected": stats.rejected, "sandbox": self.sandbox.protections}
 
     async def _generate(self, prompt: str, params: SamplingParams) -> Completion:

@@ -1,5 +1,5 @@
-"""Stage 07 on CPU: the Serve app for the tiny model, on vLLM (Ray Serve LLM) and on HF transformers,
-queried with the official `openai` client and with plain HTTP, on 127.0.0.1 only."""
+"""Stage 07 on CPU: the Serve app for the tiny model, on vLLM (in our replica and in Ray Serve LLM) and on HF
+transformers, queried with the official `openai` client and with plain HTTP, on 127.0.0.1 only."""
 
 import json
 import socket
@@ -25,8 +25,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, url: str, engine: str, model_id: str):
-        self.url, self.engine, self.model_id = url, engine, model_id
+    def __init__(self, url: str, engine: str, runner: str, model_id: str):
+        self.url, self.engine, self.runner, self.model_id = url, engine, runner, model_id
         self.client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=120)
 
     def post(self, path, body=None, key=KEY, **kwargs):
@@ -34,19 +34,22 @@ class Server:
         return requests.post(f"{self.url}{path}", json=body, headers=headers, timeout=120, **kwargs)
 
 
-@pytest.fixture(scope="module", params=["vllm", "hf"])
+# (engine, who runs it): vLLM in our replica (the CPU default), vLLM in Ray Serve LLM, HF in our replica.
+@pytest.fixture(scope="module", params=[("vllm", "replica"), ("vllm", "ray_llm"), ("hf", "replica")],
+                ids=["vllm-replica", "vllm-ray_llm", "hf"])
 def server(request, ray_local, models_dir):
     from ray import serve
 
     from mmos_ray.stages import serve as stage
 
-    cfg = load_config(None, [f"paths.models_dir={models_dir}", f"serve.engine={request.param}",
-                             f"serve.port={free_port()}", f"serve.api_key={KEY}", "serve.max_concurrent=4",
+    engine, runner = request.param
+    cfg = load_config(None, [f"paths.models_dir={models_dir}", f"serve.engine={engine}",
+                             f"serve.vllm_server={runner}", f"serve.port={free_port()}", f"serve.api_key={KEY}", "serve.max_concurrent=4",
                              "serve.max_queued=4", "serve.max_model_len=1024", "serve.max_tokens=256",
                              "serve.max_n=4", "serve.max_rounds=2", "serve.max_request_bytes=8192",
                              "serve.model_id=tiny-math"])
     url = stage.start(cfg.serve, cfg.sample, str(models_dir / "tiny"))
-    yield Server(url, request.param, "tiny-math")
+    yield Server(url, engine, runner, "tiny-math")
     serve.shutdown()
 
 
@@ -90,6 +93,20 @@ def test_streaming_gives_the_same_text_as_one_response(server):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole
 
 
+def test_a_stream_the_client_drops_frees_its_slot(server):
+    """A client that reads one chunk and hangs up: the slot is free again, the server goes on answering."""
+    body = {"model": "tiny-math", "prompt": prompt(), "max_tokens": 256, "temperature": 0.9, "seed": 1,
+            "stream": True}
+    with server.post("/v1/completions", body, stream=True) as response:
+        assert response.status_code == 200
+        assert next(response.iter_lines(), b"").startswith(b"data: ")
+    deadline = time.monotonic() + 60
+    while requests.get(f"{server.url}/health", timeout=30).json()["running"] != 0:
+        assert time.monotonic() < deadline, "the dropped stream still holds its slot"
+        time.sleep(0.5)
+    assert server.client.completions.create(model="tiny-math", prompt=prompt(), max_tokens=4).choices
+
+
 def test_solve_runs_the_models_code_in_the_sandbox(server):
     response = server.post("/v1/solve", {"question": QUESTION, "max_tokens": 96})
     assert response.status_code == 200, response.text
@@ -106,7 +123,8 @@ def test_solve_runs_the_models_code_in_the_sandbox(server):
 
 def test_health_needs_no_key_and_reports_the_sandbox(server):
     out = requests.get(f"{server.url}/health", timeout=30).json()
-    assert out["status"] == "ok" and out["engine"] == server.engine and out["model"] == "tiny-math"
+    assert out["status"] == "ok" and out["model"] == "tiny-math"
+    assert (out["engine"], out["server"]) == (server.engine, server.runner)
     assert "network" in out["sandbox"]
 
 

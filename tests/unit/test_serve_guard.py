@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 
 from mmos_ray.config import ServeConfig
-from mmos_ray.stages.serve_hf import StopCutter
+from mmos_ray.stages.serve_engines import StopCutter
 from mmos_ray.stages.serve_http import make_app
 
 

@@ -1,19 +1,16 @@
-"""Serving where vLLM is not installed: one Ray Serve deployment that owns an HF transformers engine and
-answers the same routes as the vLLM app (`/v1/models`, `/v1/completions`, `/v1/chat/completions` with
-streaming, `/v1/solve`, `/health`), behind the same guard.
-
-The engine runs one request at a time on its own thread (transformers' `generate` is not re-entrant);
-`max_concurrent` bounds what waits for it. Streams are token by token (`TextIteratorStreamer`), with stop
-strings held back until they can no longer begin.
+"""Our own Serve deployment: one replica owns the engine (`serve_engines`: vLLM stepped in this process, or
+HF transformers) and answers the same routes as the Ray Serve LLM app (`/v1/models`, `/v1/completions`,
+`/v1/chat/completions` with streaming, `/v1/solve`, `/health`), behind the same guard. Used with HF
+transformers, and for vLLM on CPU, where Ray Serve LLM's multi-process engine costs half again the
+latency of the bare engine (benchmarks/serve_latency.py).
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import json
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from fastapi import HTTPException, Request
@@ -23,7 +20,7 @@ from starlette.responses import StreamingResponse
 
 from mmos_ray.config import ServeConfig
 from mmos_ray.engines.base import Completion, SamplingParams
-from mmos_ray.stages.serve_http import SolveRequest, Solver, check_limits, make_app
+from mmos_ray.stages.serve_http import GenerationError, SolveRequest, Solver, check_limits, make_app
 
 
 class _Sampling(BaseModel):
@@ -60,52 +57,28 @@ class ChatBody(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)
 
 
-class StopCutter:
-    """Cuts a streamed text at the first stop string: emits what can no longer be the start of one."""
-
-    def __init__(self, stops: tuple[str, ...]):
-        self.stops = stops
-        self.held = ""
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        self.held += piece
-        hits = [self.held.index(s) for s in self.stops if s in self.held]
-        if hits:
-            self.stopped = True
-            out, self.held = self.held[:min(hits)], ""
-            return out
-        keep = max((n for s in self.stops for n in range(1, len(s)) if self.held.endswith(s[:n])), default=0)
-        out, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
-        return out
-
-    def flush(self) -> str:
-        out, self.held = ("" if self.stopped else self.held), ""
-        return out
-
-
-def build(serve_cfg: ServeConfig, model_dir: str, model_id: str, limits: dict, num_gpus: float = 0.0):
+def build(serve_cfg: ServeConfig, model_dir: str, model_id: str, limits: dict, engine: str,
+          actor_options: dict, profile=None):
+    """The app: `engine` "vllm" (with `profile`, the device's) or "hf"; `actor_options` for the replica."""
     app, _ = make_app(serve_cfg)
     replicas = serve_cfg.replicas
 
-    @serve.deployment(name="HFServer", ray_actor_options={"num_cpus": 1, "num_gpus": num_gpus},
+    @serve.deployment(name="MathServer", ray_actor_options=actor_options,
                       max_ongoing_requests=serve_cfg.max_concurrent + serve_cfg.max_queued + 16,
                       autoscaling_config={"min_replicas": max(1, replicas.min_replicas),
                                           "max_replicas": replicas.max_replicas,
                                           "target_ongoing_requests": replicas.target_ongoing_requests})
     @serve.ingress(app)
-    class HFServer:
+    class MathServer:
         def __init__(self):
-            from mmos_ray.engines.hf_engine import HFEngine
             from mmos_ray.sandbox import Limits, Sandbox
+            from mmos_ray.stages.serve_engines import HFBackend, VLLMBackend
 
             self.cfg = serve_cfg
             self.model_id = model_id
             self.created = int(time.time())
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
-            self.engine = self._thread.submit(HFEngine, model_dir, max_model_len=serve_cfg.max_model_len).result()
+            self.backend = (VLLMBackend(model_dir, serve_cfg.max_model_len, profile) if engine == "vllm"
+                            else HFBackend(model_dir, serve_cfg.max_model_len))
             self.sandbox = Sandbox(workers=serve_cfg.sandbox_workers, limits=Limits(**limits))
             self.solver = Solver(serve_cfg, model_id, self.sandbox, Limits(**limits))
 
@@ -125,8 +98,7 @@ def build(serve_cfg: ServeConfig, model_dir: str, model_id: str, limits: dict, n
 
         @app.post("/v1/chat/completions")
         async def chat(self, body: ChatBody):
-            messages = [m.model_dump() for m in body.messages]
-            prompt = self.engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompt = self.backend.chat_prompt([m.model_dump() for m in body.messages])
             return await self._answer(body, [prompt], body.max_completion_tokens or body.max_tokens,
                                       "chat.completion")
 
@@ -139,14 +111,14 @@ def build(serve_cfg: ServeConfig, model_dir: str, model_id: str, limits: dict, n
         @app.get("/health")
         async def health(self, request: Request):
             stats = request.app.state.guard_stats
-            return {"status": "ok", "engine": "hf", "model": self.model_id, "running": stats.active,
+            return {"status": "ok", "engine": self.backend.name, "server": "replica", "model": self.model_id, "running": stats.active,
                     "waiting": stats.waiting, "rejected": stats.rejected, "sandbox": self.sandbox.protections}
 
         # --------------------------------------------------------------------------------------------
 
         def _card(self) -> dict[str, Any]:
             return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "mmos_ray",
-                    "metadata": {"engine": "hf", "max_model_len": self.cfg.max_model_len}}
+                    "metadata": {"engine": self.backend.name, "max_model_len": self.cfg.max_model_len}}
 
         def _check_model(self, model: str | None) -> None:
             if model is not None and model != self.model_id:
@@ -157,7 +129,7 @@ def build(serve_cfg: ServeConfig, model_dir: str, model_id: str, limits: dict, n
             max_tokens = max_tokens or self.cfg.max_tokens
             check_limits(self.cfg, max_tokens, body.n)
             for prompt in prompts:
-                length = self.engine.count_tokens(prompt)
+                length = self.backend.count_tokens(prompt)
                 if length + max_tokens > self.cfg.max_model_len:
                     raise HTTPException(400, f"the prompt has {length} tokens; with max_tokens={max_tokens} that is "
                                         f"over the context of {self.cfg.max_model_len} (serve.max_model_len)")
@@ -167,12 +139,10 @@ def build(serve_cfg: ServeConfig, model_dir: str, model_id: str, limits: dict, n
             request_id = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}"
             if body.stream:
                 if len(prompts) * body.n != 1:
-                    raise HTTPException(400, "streaming takes one prompt and n=1 on the HF engine")
+                    raise HTTPException(400, "streaming takes one prompt and n=1 here")
                 return StreamingResponse(self._stream(prompts[0], params[0], request_id, kind),
                                          media_type="text/event-stream")
-            loop = asyncio.get_running_loop()
-            completions = await loop.run_in_executor(
-                self._thread, self.engine.generate, [p for p in prompts for _ in params], params * len(prompts))
+            completions = await self.backend.generate([p for p in prompts for _ in params], params * len(prompts))
             choices = [_choice(kind, i, c) for i, c in enumerate(completions)]
             usage = {"prompt_tokens": sum(c.num_prompt_tokens for c in completions[::body.n]),
                      "completion_tokens": sum(c.num_tokens for c in completions)}
@@ -181,43 +151,32 @@ def build(serve_cfg: ServeConfig, model_dir: str, model_id: str, limits: dict, n
                     "choices": choices, "usage": usage}
 
         async def _stream(self, prompt: str, params: SamplingParams, request_id: str, kind: str):
-            from transformers import TextIteratorStreamer
-
-            streamer = TextIteratorStreamer(self.engine.tokenizer, skip_prompt=True, skip_special_tokens=True)
-
-            def run() -> Completion:
-                try:
-                    return self.engine.generate_streaming(prompt, params, streamer)
-                finally:
-                    streamer.end()  # the reader stops even when generation failed
-
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._thread, run)
-            cutter, chunk_kind = StopCutter(params.stop), kind + ".chunk" if kind == "chat.completion" else kind
-            pieces = iter(streamer)
+            chunk_kind = kind + ".chunk" if kind == "chat.completion" else kind
             if kind == "chat.completion":
                 yield _sse(request_id, chunk_kind, self.model_id, {"index": 0, "delta": {"role": "assistant"},
                                                                     "finish_reason": None})
-            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
-                text = cutter.feed(piece)
-                if text:
-                    yield _sse(request_id, chunk_kind, self.model_id, _delta(kind, text))
-            completion = await future
-            if (rest := cutter.flush()):
-                yield _sse(request_id, chunk_kind, self.model_id, _delta(kind, rest))
-            final = _delta(kind, "") | {"finish_reason": completion.finish_reason}
-            yield _sse(request_id, chunk_kind, self.model_id, final)
+            async for item in self.backend.stream(prompt, params):
+                if isinstance(item, str):
+                    yield _sse(request_id, chunk_kind, self.model_id, _delta(kind, item))
+                else:
+                    final = _delta(kind, "") | {"finish_reason": item.finish_reason}
+                    yield _sse(request_id, chunk_kind, self.model_id, final)
             yield "data: [DONE]\n\n"
 
         async def _generate_one(self, prompt: str, params: SamplingParams) -> Completion:
-            loop = asyncio.get_running_loop()
-            outs = await loop.run_in_executor(self._thread, self.engine.generate, [prompt], [params])
-            return outs[0]
+            # /v1/solve's later rounds grow the prompt: the last round gets what is left of the context.
+            room = self.cfg.max_model_len - self.backend.count_tokens(prompt)
+            if room < 1:
+                raise GenerationError(400, f"the prompt fills the context of {self.cfg.max_model_len} tokens "
+                                           "(serve.max_model_len)")
+            if params.max_tokens > room:
+                params = dataclasses.replace(params, max_tokens=room)
+            return (await self.backend.generate([prompt], [params]))[0]
 
         def __del__(self):
             self.sandbox.close()
 
-    return HFServer.bind()
+    return MathServer.bind()
 
 
 def _choice(kind: str, index: int, c: Completion) -> dict[str, Any]:
