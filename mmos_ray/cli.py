@@ -7,6 +7,9 @@ function; printing happens here and nowhere else. Also runs as `python -m mmos_r
     mmos data list
     mmos data show gsm8k --split test -n 3
     mmos model tiny --out models/tiny
+    mmos generate --source gsm-hard --mode large --out runs/generated/gsm8k-large.jsonl --limit 300
+    mmos submit --address http://127.0.0.1:8265 --config configs/quickstart.yaml   # the same run, on a cluster
+    mmos logs raysubmit_XXXX --follow
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Annotated, Optional
 import typer
 
 from mmos_ray import pipeline
+from mmos_ray import submit as cluster
 from mmos_ray.config import ConfigError, ExperimentConfig, load_config
 from mmos_ray.core.errors import DataError
 
@@ -37,6 +41,8 @@ app.add_typer(sandbox_app, name="sandbox")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="experiment YAML; default: built-in quickstart")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="dotted override KEY=VALUE (repeatable)")]
+AddressOption = Annotated[Optional[str], typer.Option("--address", help="the cluster's dashboard URL; default "
+                                                     "$RAY_ADDRESS, else http://127.0.0.1:8265")]
 DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="benchmark folder; default ../shared/data")]
 
 
@@ -47,7 +53,7 @@ def _clean_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError) as exc:
+        except (ConfigError, DataError, cluster.SubmitError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 
@@ -163,6 +169,76 @@ def report(run: Annotated[Path, typer.Argument(help="the run folder, e.g. runs/q
                                                                "ability-boundary table and plot")] = None) -> None:
     """Write RUN/report.md (funnel, training, evaluation table, plots) from the stages' outputs."""
     _print_report(pipeline.report(run, sweep))
+
+
+@app.command()
+@_clean_errors
+def submit(config: ConfigOption = None, set_: SetOption = None, address: AddressOption = None,
+           stage: Annotated[Optional[str], typer.Option("--stage", help="one stage (prepare, sample, verify, "
+                                                        "...); default: the whole pipeline")] = None,
+           no_wait: Annotated[bool, typer.Option("--no-wait", help="print the job id and return")] = False) -> None:
+    """Run the pipeline (or one stage) on a Ray cluster as a job; waits, streaming its logs, unless --no-wait."""
+    job_id = cluster.submit(address, config, set_ or [], stage=stage)
+    typer.echo(f"submitted job {job_id} to {cluster.cluster_address(address)}")
+    if no_wait:
+        typer.echo(f"follow it with: mmos logs {job_id} --follow --address {cluster.cluster_address(address)}")
+        return
+    _wait_for(job_id, address)
+
+
+@app.command()
+@_clean_errors
+def status(job: Annotated[str, typer.Argument(help="the job id that `mmos submit` printed")],
+           address: AddressOption = None) -> None:
+    """Show a submitted job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) and its command."""
+    info = cluster.status(address, job)
+    typer.echo(f"{info.job_id}: {info.status}\n  entrypoint: {info.entrypoint}")
+    if info.message:
+        typer.echo(f"  message: {info.message}")
+
+
+@app.command()
+@_clean_errors
+def logs(job: Annotated[str, typer.Argument(help="the job id that `mmos submit` printed")],
+         address: AddressOption = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="stream until the job ends; exit 1 unless "
+                                              "it succeeded")] = False) -> None:
+    """Print a submitted job's logs."""
+    if follow:
+        _wait_for(job, address)
+    else:
+        typer.echo(cluster.logs(address, job), nl=False)
+
+
+def _wait_for(job_id: str, address: str | None) -> None:
+    try:
+        final = cluster.follow(address, job_id, on_logs=lambda chunk: typer.echo(chunk, nl=False))
+    except KeyboardInterrupt:
+        typer.echo(f"\nstopped following; job {job_id} keeps running (mmos status {job_id})", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"job {job_id}: {final}")
+    if final != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@app.command()
+@_clean_errors
+def generate(source: Annotated[str, typer.Option("--source", help="gsm-hard (GSM8K test with GSM-HARD's and the "
+                                                 "worked solutions' programs) or a run folder after verify")],
+             mode: Annotated[str, typer.Option("--mode", help="similar or large")],
+             out: Annotated[Path, typer.Option("--out", help="the benchmark file to write (JSONL)")],
+             seed: Annotated[int, typer.Option("--seed")] = 0,
+             min_agree: Annotated[int, typer.Option("--min-agree", help="structurally different programs that "
+                                                    "must agree")] = 2,
+             limit: Annotated[Optional[int], typer.Option("--limit", help="only the first N problems")] = None,
+             data_dir: DataDirOption = None) -> None:
+    """Perturb verified problems, relabel them in the sandbox, keep those that different programs agree on."""
+    if mode not in ("similar", "large"):
+        raise typer.BadParameter(f"--mode must be similar or large, not {mode!r}")
+    summary = pipeline.generate(source, mode, out, seed=seed, min_agree=min_agree, limit=limit, data_dir=data_dir)
+    typer.echo(f"{summary['accepted']} of {summary['problems']} problems accepted "
+               f"({summary['acceptance_rate']:.1%}); rejected: {json.dumps(summary['rejections'])}")
+    typer.echo(f"wrote {out} and {Path(out).with_suffix('.summary.json')}")
 
 
 @config_app.command("show")

@@ -149,6 +149,17 @@ def serve(cfg: ExperimentConfig, model: str | None = None, block: bool | None = 
     return facts
 
 
+def generate(source: str, mode: str, out: Path, seed: int = 0, min_agree: int = 2, limit: int | None = None,
+             data_dir: Path | None = None, attempts: int = 3, workers: int = 2) -> dict[str, Any]:
+    """The problem generator: perturb `source`'s problems (`gsm-hard`: GSM8K test with GSM-HARD's and the
+    worked solutions' programs; or a run folder), relabel them by re-executing their programs in the
+    sandbox, and write the accepted ones to `out` (JSONL) with `<out>.summary.json`; returns the summary."""
+    from mmos_ray.stages.generate import generate as run_generator
+
+    return run_generator(source, mode, Path(out), seed=seed, min_agree=min_agree, limit=limit, data_dir=data_dir,
+                         attempts=attempts, workers=workers)
+
+
 def _limit_of(cfg: ExperimentConfig, dataset: str) -> int | None:
     return next((s.limit for s in cfg.eval.benchmarks if s.dataset == dataset), None)
 

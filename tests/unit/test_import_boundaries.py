@@ -9,7 +9,8 @@ HEAVY = ("ray", "torch", "transformers", "vllm", "deepspeed")
 
 
 @pytest.mark.parametrize("module", ["mmos_ray.core", "mmos_ray.core.problems", "mmos_ray.core.answers",
-                                    "mmos_ray.config", "mmos_ray.cli", "mmos_ray.loaders", "mmos_ray.sandbox"])
+                                    "mmos_ray.config", "mmos_ray.cli", "mmos_ray.loaders", "mmos_ray.sandbox",
+                                    "mmos_ray.submit"])
 def test_module_imports_no_heavy_library(module):
     code = (f"import sys, pkgutil, importlib; import {module} as m\n"
             "if hasattr(m, '__path__'):\n"
