@@ -50,6 +50,7 @@ class Candidate:
 
     problem: Problem
     programs: list[str]
+    structures: list[str] = dataclasses.field(default_factory=list)  # the programs' fingerprints, once kept
 
 
 # Rejections that are the new numbers' fault, not the programs': another draw may pass.
@@ -107,8 +108,8 @@ def _attempt(sandbox, pending: dict, mode: str, min_agree: int) -> dict[str, tup
             plans.append((candidate, plan))
     results = iter(sandbox.execute_many([code for _, plan in plans for code in plan.programs]))
     for candidate, plan in plans:
-        runs = [ProgramRun(_structure(original), result.last_line if result.ok else "", result.error)
-                for original, result in zip(candidate.programs, [next(results) for _ in plan.programs])]
+        runs = [ProgramRun(structure, result.last_line if result.ok else "", result.error)
+                for structure, result in zip(candidate.structures, [next(results) for _ in plan.programs])]
         decision = decide(runs, [candidate.problem.gold], min_agree)
         row = _row(candidate, plan, decision, mode) if decision.accepted else None
         outcomes[candidate.problem.id] = (row, decision.reason)
@@ -123,9 +124,9 @@ def _row(candidate: Candidate, plan: Perturbation, decision: Decision, mode: str
     agreeing = set(decision.agreeing)
     return {"question": plan.question, "answer": f"#### {decision.answer}", "source_id": candidate.problem.id,
             "mode": mode, "mapping": plan.mapping,
-            "agreeing_programs": [{"structure": _structure(original), "code": code}
-                                  for original, code in zip(candidate.programs, plan.programs)
-                                  if _structure(original) in agreeing],
+            "agreeing_programs": [{"structure": structure, "code": code}
+                                  for structure, code in zip(candidate.structures, plan.programs)
+                                  if structure in agreeing],
             "original_question": candidate.problem.question, "original_answer": candidate.problem.gold}
 
 
@@ -141,17 +142,17 @@ def _keep_reproducing(sandbox, candidates: list[Candidate], counts: dict[str, in
     results = iter(sandbox.execute_many([code for c in candidates for code in c.programs]))
     kept = []
     for candidate in candidates:
-        programs, seen = [], set()
+        programs, structures = [], []
         for code in candidate.programs:
             result = next(results)
             structure = _structure(code)
             reproduces = result.ok and answer_class(result.last_line) == answer_class(candidate.problem.gold)
             counts["programs_reproducing_gold" if reproduces else "programs_not_reproducing_gold"] += 1
-            if reproduces and structure not in seen:
-                seen.add(structure)
+            if reproduces and structure not in structures:
+                structures.append(structure)
                 programs.append(code)
         if programs:
-            candidate.programs = programs
+            candidate.programs, candidate.structures = programs, structures
             kept.append(candidate)
     return kept
 
@@ -162,7 +163,7 @@ def _candidates(source: str, data_dir: Path | None, limit: int | None) -> tuple[
     run_dir = Path(source)
     if not (run_dir / "02_verify").is_dir():
         raise DataError(f"--source {source}: neither 'gsm-hard' nor a run folder with 02_verify/; "
-                                "pass --source gsm-hard, or a run folder after `mmos verify`")
+                        "pass --source gsm-hard, or a run folder after `mmos verify`")
     return _run_candidates(run_dir, limit)
 
 
