@@ -8,6 +8,7 @@ function; printing happens here and nowhere else. Also runs as `python -m mmos_r
     mmos data show gsm8k --split test -n 3
     mmos model tiny --out models/tiny
     mmos generate --source gsm-hard --mode large --out runs/generated/gsm8k-large.jsonl --limit 300
+    mmos audit gsm-hard --model runs/quickstart/05_train/model --limit 50
     mmos submit --address http://127.0.0.1:8265 --config configs/quickstart.yaml   # the same run, on a cluster
     mmos logs raysubmit_XXXX --follow
 """
@@ -34,10 +35,12 @@ config_app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=Tru
 data_app = typer.Typer(help="Benchmark data: list the datasets, show problems.", no_args_is_help=True)
 model_app = typer.Typer(help="Build the models that need no hub (tiny, smollm2).", no_args_is_help=True)
 sandbox_app = typer.Typer(help="The sandbox that runs model-written code.", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit benchmark labels.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(audit_app, name="audit")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="experiment YAML; default: built-in quickstart")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="dotted override KEY=VALUE (repeatable)")]
@@ -129,7 +132,8 @@ def eval_(config: ConfigOption = None, set_: SetOption = None,
           model: Annotated[Optional[str], typer.Option("--model", help="evaluate this model folder (or name) "
                                                        "alone; default: the run's base and trained models")] = None,
           benchmarks: Annotated[Optional[str], typer.Option("--benchmarks", help="comma-separated, e.g. "
-                                                            "gsm8k,svamp or math/test; default: eval.benchmarks")] = None,
+                                                            "gsm8k,svamp, math/test or a file `mmos generate` "
+                                                            "wrote; default: eval.benchmarks")] = None,
           prompt: Annotated[Optional[str], typer.Option("--prompt", help="train or fewshot (with --model)")] = None
           ) -> None:
     """Stage 06: evaluate on the benchmarks (pass@1, maj@k, pass@k; metrics.json)."""
@@ -239,6 +243,41 @@ def generate(source: Annotated[str, typer.Option("--source", help="gsm-hard (GSM
     typer.echo(f"{summary['accepted']} of {summary['problems']} problems accepted "
                f"({summary['acceptance_rate']:.1%}); rejected: {json.dumps(summary['rejections'])}")
     typer.echo(f"wrote {out} and {Path(out).with_suffix('.summary.json')}")
+
+
+@audit_app.command("gsm-hard")
+@_clean_errors
+def audit_gsm_hard(config: ConfigOption = None, set_: SetOption = None,
+                   model: Annotated[Optional[str], typer.Option("--model", help="also evaluate this model folder "
+                                                                "(or name) side by side on GSM-HARD and a generated "
+                                                                "large set")] = None,
+                   generated: Annotated[Optional[Path], typer.Option("--generated", help="the generated set to use "
+                                                                     "(a file `mmos generate` wrote); default: "
+                                                                     "generate a large one")] = None,
+                   limit: Annotated[Optional[int], typer.Option("--limit", help="only the first N problems")] = None,
+                   seed: Annotated[int, typer.Option("--seed", help="for the generated set")] = 0,
+                   prompt: Annotated[Optional[str], typer.Option("--prompt", help="train or fewshot (with --model); "
+                                                                 "default: eval.trained_prompt")] = None,
+                   out: Annotated[Optional[Path], typer.Option("--out", help="default: <runs_dir>/audit-gsm-hard")] = None,
+                   data_dir: DataDirOption = None) -> None:
+    """Flag suspect GSM-HARD labels (re-executing its programs in the sandbox); with --model, score it side
+    by side on GSM-HARD (answer and program output; unflagged and flagged labels) and a generated set."""
+    if prompt not in (None, "train", "fewshot"):
+        raise typer.BadParameter(f"--prompt must be train or fewshot, not {prompt!r}")
+    cfg = _load(config, (set_ or []) + ([f"paths.data_dir={data_dir}"] if data_dir else []))
+    audit = pipeline.audit_gsm_hard(cfg, out=out, model=model, generated=generated, limit=limit, seed=seed,
+                                    prompt=prompt)
+    counts = audit["counts"]
+    typer.echo(f"{counts['flagged']} of {counts['problems']} GSM-HARD labels flagged: "
+               + ", ".join(f"{label} {counts[label]}" for label in audit["labels"]))
+    for row in audit.get("side_by_side", []):
+        typer.echo(f"{row['benchmark']:40} answer {100 * row['answer_accuracy']:5.1f}  program output "
+                   f"{100 * row['program_output_accuracy']:5.1f}  ({row['problems']} problems)")
+    if "generated" in audit and audit["generated"]["summary"]:
+        summary = audit["generated"]["summary"]
+        typer.echo(f"generated set {audit['generated']['file']}: {summary['accepted']} of {summary['problems']} "
+                   f"accepted ({summary['acceptance_rate']:.1%})")
+    typer.echo(f"wrote {Path(audit['out']) / 'audit.md'} and audit.json, labels.jsonl")
 
 
 @config_app.command("show")

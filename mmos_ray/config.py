@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mmos_ray.core.errors import did_you_mean
 from mmos_ray.core.problems import DATASETS, get_dataset, get_split
@@ -41,10 +41,13 @@ class PathsConfig(Section):
 
 
 class SourceConfig(Section):
-    """One problem source: a dataset split, optionally only its first `limit` problems."""
+    """One problem source: a dataset split, optionally only its first `limit` problems; or, with `path`, a
+    file in that dataset's record format (`dataset: generated` for what `mmos generate` wrote)."""
 
     dataset: str
-    split: str | None = None
+    path: Path | None = Field(None, description="a JSONL/JSON/Parquet file of problems instead of the data folder's")
+    split: str | None = Field(None, description="with `path`: the name the file's problems go by "
+                              "(default: the file's name without extension)")
     limit: int | None = Field(None, ge=1)
 
     @field_validator("dataset")
@@ -58,7 +61,7 @@ class SourceConfig(Section):
     @classmethod
     def _known_split(cls, split: str | None, info: ValidationInfo) -> str | None:
         dataset = info.data.get("dataset")
-        if split is None or dataset is None:
+        if split is None or dataset is None or info.data.get("path") is not None:
             return split
         splits = DATASETS[dataset].splits
         if split not in splits:
@@ -66,8 +69,22 @@ class SourceConfig(Section):
                              f"splits: {', '.join(splits)}")
         return split
 
+    @model_validator(mode="after")
+    def _file_given(self) -> "SourceConfig":
+        if self.path is None and DATASETS[self.dataset].from_files:
+            raise ValueError(f"dataset {self.dataset!r} is read from a file: add `path: FILE` (what `mmos generate` "
+                             "wrote)")
+        return self
+
     def resolved_split(self) -> str:
+        if self.path is not None:
+            return self.split or self.path.stem
         return get_split(get_dataset(self.dataset), self.split)[0]
+
+    @property
+    def name(self) -> str:
+        """How the benchmark is named in outputs: `dataset/split`."""
+        return f"{self.dataset}/{self.resolved_split()}"
 
 
 class AdaptiveConfig(Section):
@@ -99,6 +116,10 @@ class SampleConfig(Section):
     max_model_len: int = Field(4096, ge=256)
     timeout_s: float = Field(5.0, gt=0, description="wall-clock limit per program (the paper's 5 s)")
     sandbox_actors: int | None = Field(None, ge=1, description="default: the CPUs the engines leave free, >= 1")
+    custom_resources: Literal["auto", "on", "off"] = Field(
+        "auto", description="engine actors ask for the cluster's `engine` resource, sandbox actors for `sandbox`: "
+        "auto: when a node (or a node type the cluster reports) offers it; on: always (an autoscaler then starts "
+        "such workers); off: never")
     observation: Literal["full", "compat"] = Field("full", description="full: all output, head+tail cut at "
                                                    "observation_chars; compat: ToRA's last line cut at 100")
     observation_chars: int = Field(512, ge=16)
@@ -110,6 +131,9 @@ class VerifyConfig(Section):
     grader: Literal["compat", "strict"] = "compat"
     num_workers: int | None = Field(None, ge=1, description="verify actors; default: one per CPU")
     batch_size: int = Field(256, ge=1, description="trajectories per actor call")
+    custom_resources: Literal["auto", "on", "off"] = Field(
+        "auto", description="verify actors ask for the cluster's `sandbox` resource: auto: when a node (or a "
+        "node type the cluster reports) offers it; on: always (an autoscaler then starts such workers); off: never")
 
 
 class MinimizeConfig(Section):

@@ -58,9 +58,18 @@ def find_split_file(data_dir: Path, relative_stem: str) -> Path | None:
 
 
 def load_problems(dataset: str, split: str | None = None, *, data_dir: str | Path | None = None,
-                  limit: int | None = None, hub: bool = False) -> list[Problem]:
-    """The problems of one dataset split, in source order; `limit` keeps the first N."""
+                  limit: int | None = None, hub: bool = False, path: str | Path | None = None) -> list[Problem]:
+    """The problems of one dataset split, in source order; `limit` keeps the first N.
+
+    With `path`, the problems of that file, read in `dataset`'s record format (`generated`: what
+    `mmos generate` wrote) and named `dataset/<split or the file's stem>/<index>`."""
     spec = get_dataset(dataset)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{dataset}: no file at {path}; give the path of a JSONL/JSON/Parquet file "
+                            f"(e.g. what `mmos generate --out` wrote)")
+        return _parse_rows(spec, split or path.stem, read_records(path), limit)
     split, split_spec = get_split(spec, split)
     if hub:
         if split_spec.hub is None:

@@ -94,18 +94,22 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, benchmarks: list[s
     `eval.benchmarks`; `prompt` is its prompt style (default `eval.trained_prompt`).
     """
     if benchmarks:
-        from mmos_ray.config import SourceConfig
-
-        sources = [SourceConfig(dataset=b.split("/")[0], split=b.split("/")[1] if "/" in b else None,
-                                limit=_limit_of(cfg, b.split("/")[0])) for b in benchmarks]
+        sources = [_benchmark_source(cfg, b) for b in benchmarks]
         cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": sources})})
     if model is None:
         return _run_through(cfg, "06_eval")[-1]
     from mmos_ray.stages import evaluate as stage
 
     path = stage.resolve(model, cfg.paths)
-    models = {"model": (path, prompt or cfg.eval.trained_prompt)}
-    out = cfg.run_dir / f"eval-{Path(path).name}"
+    return _evaluate_model(cfg, path, prompt or cfg.eval.trained_prompt, cfg.run_dir / f"eval-{Path(path).name}")
+
+
+def _evaluate_model(cfg: ExperimentConfig, path: str, prompt: str, out: Path) -> dict[str, Any]:
+    """One model on `cfg.eval.benchmarks` into `out/` (its manifest last); `out/model/graded.parquet` has
+    the graded samples."""
+    from mmos_ray.stages import evaluate as stage
+
+    models = {"model": (path, prompt)}
     config_hash = section_hash(cfg.eval, cfg.sample, cfg.paths, extra=json.dumps(models))
     _enter(out, config_hash, storage.read_manifest(out))
     started = time.monotonic()
@@ -113,6 +117,24 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, benchmarks: list[s
     manifest = {"stage": out.name, "config_hash": config_hash, **facts,
                 "seconds": round(time.monotonic() - started, 2), "versions": versions()}
     return {**storage.write_manifest(out, manifest), "skipped": False}
+
+
+def _benchmark_source(cfg: ExperimentConfig, benchmark: str):
+    """`dataset`, `dataset/split`, or the path of a file `mmos generate` wrote (read as dataset `generated`)."""
+    from mmos_ray.config import SourceConfig
+    from mmos_ray.storage import READABLE_SUFFIXES
+
+    from pydantic import ValidationError
+
+    from mmos_ray.core.errors import DataError
+
+    try:
+        if benchmark.endswith(READABLE_SUFFIXES) or Path(benchmark).is_file():
+            return SourceConfig(dataset="generated", path=Path(benchmark), limit=_limit_of(cfg, "generated"))
+        dataset, _, split = benchmark.partition("/")
+        return SourceConfig(dataset=dataset, split=split or None, limit=_limit_of(cfg, dataset))
+    except ValidationError as exc:
+        raise DataError(f"benchmark {benchmark!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
 def serve(cfg: ExperimentConfig, model: str | None = None, block: bool | None = None) -> dict[str, Any]:
@@ -158,6 +180,47 @@ def generate(source: str, mode: str, out: Path, seed: int = 0, min_agree: int = 
 
     return run_generator(source, mode, Path(out), seed=seed, min_agree=min_agree, limit=limit, data_dir=data_dir,
                          attempts=attempts, workers=workers)
+
+
+def audit_gsm_hard(cfg: ExperimentConfig, out: Path | None = None, model: str | None = None,
+                   generated: Path | None = None, limit: int | None = None, seed: int = 0,
+                   workers: int = 2, prompt: str | None = None) -> dict[str, Any]:
+    """Audit GSM-HARD's labels into `out` (default `<runs_dir>/audit-gsm-hard`); with `model`, also evaluate
+    it (eval section of `cfg`, `prompt`, default `eval.trained_prompt`) on GSM-HARD and on a generated large set
+    (`generated`, else one generated from the same GSM8K questions with `seed`) and add the side-by-side
+    table. `limit`: only the first N problems of each. Writes audit.json and audit.md; returns the audit."""
+    from mmos_ray import report as reports
+    from mmos_ray.config import SourceConfig
+    from mmos_ray.stages import audit as stage
+    from mmos_ray.stages import evaluate as evaluation
+    from mmos_ray.stages.generate import summary_path
+
+    out = Path(out) if out is not None else cfg.paths.runs_dir / "audit-gsm-hard"
+    audit = stage.audit_gsm_hard(out, data_dir=cfg.paths.data_dir, limit=limit, workers=workers)
+    audit["choices"] = {"limit": limit, "seed": seed}
+    if model is not None:
+        if generated is None:
+            generated = out / f"gsm8k-large-seed{seed}-{limit or 'all'}.jsonl"
+            if not summary_path(generated).exists():  # the summary is written last: the set is complete
+                generate("gsm-hard", "large", generated, seed=seed, limit=limit, data_dir=cfg.paths.data_dir,
+                         workers=workers)
+        path = evaluation.resolve(model, cfg.paths)
+        sources = [SourceConfig(dataset="gsm-hard", limit=limit),
+                   SourceConfig(dataset="generated", path=Path(generated), limit=limit)]
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": sources})})
+        eval_dir = out / f"eval-{Path(path).name}"
+        prompt = prompt or cfg.eval.trained_prompt
+        _evaluate_model(cfg, path, prompt, eval_dir)
+        graded = storage.read_parquet(eval_dir / "model" / "graded.parquet")
+        audit["side_by_side"] = stage.side_by_side(out / "labels.jsonl", graded)
+        metrics = evaluation.read_metrics(eval_dir)
+        audit["evaluation"] = {"model": path, "prompt": prompt, "grader": metrics["grader"],
+                               "sampling": metrics["sampling"], "folder": str(eval_dir)}
+    if generated is not None:
+        audit["generated"] = reports.generated_set(Path(generated))
+    storage.write_json(out / "audit.json", audit)
+    storage.write_text(out / "audit.md", reports.audit_markdown(audit))
+    return audit | {"out": str(out)}
 
 
 def _limit_of(cfg: ExperimentConfig, dataset: str) -> int | None:

@@ -55,6 +55,9 @@ def build(run_dir: Path, sweep: list[Path] | tuple[Path, ...] = ()) -> dict[str,
         lines += ["## Evaluation", "", table, "", _eval_details(metrics), ""]
     for title, path in plots:
         lines += [f"![{title}]({path.relative_to(run_dir).as_posix()})", ""]
+    for name, path in sorted((metrics or {}).get("files", {}).items()):
+        if name.startswith("generated/") and Path(path).is_file():
+            lines += [f"## Generated set `{name}`", "", generated_markdown(generated_set(Path(path))), ""]
     if sweep:
         points = [_sweep_point(Path(r)) for r in (run_dir, *sweep)]
         points = sorted((p for p in points if p), key=lambda p: (p["k"], p["examples"]))
@@ -128,6 +131,74 @@ def _eval_details(metrics: dict) -> str:
                          f"{values['problems']} problems")
             lines.append(f"  - {name}: pass@1 {100 * values['pass@1']:.1f} · " + " · ".join(extra))
     return "\n".join(lines)
+
+
+def generated_set(path: Path, examples: int = 5) -> dict[str, Any]:
+    """What `mmos generate` wrote to `path`: its summary (acceptance rate, rejection reasons) and the first
+    `examples` problems beside the ones they were generated from."""
+    from mmos_ray.stages.generate import summary_path
+
+    summary_file = summary_path(path)
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    shown = []
+    for _, row in storage.read_records(path):
+        if len(shown) == examples:
+            break
+        shown.append({"source_id": row.get("source_id"), "original_question": row.get("original_question"),
+                      "original_answer": row.get("original_answer"), "question": row.get("question"),
+                      "answer": str(row.get("answer", "")).split("####")[-1].strip(),
+                      "agreeing_programs": len(row.get("agreeing_programs") or [])})
+    return {"file": str(path), "summary": summary, "examples": shown}
+
+
+def generated_markdown(info: dict) -> str:
+    summary = info["summary"]
+    lines = []
+    if summary:
+        rejections = ", ".join(f"{reason} {count}" for reason, count in summary.get("rejections", {}).items())
+        lines += [f"`{info['file']}`: mode `{summary.get('mode')}`, seed {summary.get('seed')}, at least "
+                  f"{summary.get('min_agree')} structurally different programs agreeing. Accepted "
+                  f"{summary.get('accepted')} of {summary.get('problems')} problems "
+                  f"({100 * summary.get('acceptance_rate', 0):.1f}%); rejected: {rejections or 'none'}.", ""]
+    for i, row in enumerate(info["examples"], 1):
+        lines += [f"{i}. {row['question']} → **{row['answer']}** ({row['agreeing_programs']} programs agree)",
+                  f"   - from `{row['source_id']}`: {row['original_question']} → {row['original_answer']}"]
+    return "\n".join(lines)
+
+
+def audit_markdown(audit: dict) -> str:
+    """audit.md: the GSM-HARD label counts with examples, the side-by-side scores, the generated set."""
+    counts, shares = audit["counts"], audit["shares"]
+    lines = ["# GSM-HARD audit", "",
+             f"{counts['problems']} GSM-HARD problems, {counts['paired_with_gsm8k']} paired with their GSM8K question; "
+             f"**{counts['flagged']} labels flagged** ({100 * shares['flagged']:.1f}%). A label may carry several flags.",
+             "", "| flag | problems | share |", "|---|---|---|"]
+    lines += [f"| {label} | {counts[label]} | {100 * shares[label]:.1f}% |" for label in audit["labels"]]
+    if audit.get("side_by_side"):
+        evaluation = audit["evaluation"]
+        sampling = evaluation["sampling"]
+        lines += ["", "## Side by side", "",
+                  f"Model `{evaluation['model']}`, prompt `{evaluation['prompt']}`, {sampling['num_samples']} "
+                  f"sample(s), temperature {sampling['temperature']}, seed {sampling['seed']}, grader "
+                  f"`{evaluation['grader']['mode']}` v{evaluation['grader']['version']}. Accuracy in % of samples, "
+                  "scored on the final answer, on the last program output, and on either.", "",
+                  "| benchmark | problems | answer | program output | either |", "|---|---|---|---|---|"]
+        lines += [f"| {row['benchmark']} | {row['problems']} | {100 * row['answer_accuracy']:.1f} | "
+                  f"{100 * row['program_output_accuracy']:.1f} | {100 * row['answer_or_program_accuracy']:.1f} |"
+                  for row in audit["side_by_side"]]
+    if audit.get("generated"):
+        lines += ["", "## Generated set", "", generated_markdown(audit["generated"])]
+    lines += ["", "## Examples", ""]
+    for label in audit["labels"]:
+        if not audit["examples"][label]:
+            continue
+        lines += [f"### {label}", ""]
+        for row in audit["examples"][label]:
+            lines += [f"- `{row['id']}` label **{row['target']}** (its program prints {row['own_rerun'] or 'nothing'}; "
+                      f"GSM8K answer {row['gsm8k_gold']}, the program on GSM8K's numbers prints "
+                      f"{row['restored_rerun'] or 'nothing'}): {row['question']}"]
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def _plots(metrics: dict, out: Path) -> list[tuple[str, Path]]:

@@ -114,20 +114,24 @@ def calc_program(answer: str, question: str) -> str | None:
     return "# the GSM8K worked solution's calculator steps\n" + "\n".join(lines) + f"\nprint({last})\n"
 
 
-def audit_label(target: float, own_rerun: str, gsm8k_gold: str, restored_rerun: str, stale: list) -> list[str]:
+def audit_label(target: float, own_rerun: str, gsm8k_gold: str | None, restored_rerun: str, stale: list) -> list[str]:
     """Why a GSM-HARD label is suspect (AUDIT_LABELS), given re-execution results from the caller:
     `own_rerun` is what its program prints now, `restored_rerun` what it prints on the GSM8K numbers
     ("" when it failed), `stale` the result of `stale_numbers`. The label and its program agree when they
     are equal within the grader's tolerance (relative 1e-4): GSM-HARD rounds its labels to 10 decimal
-    places, which leaves tiny answers (`5.158e-07`) with few digits, and that alone is no disagreement."""
+    places, which leaves tiny answers (`5.158e-07`) with few digits, and that alone is no disagreement.
+    `gsm8k_gold` None: the question has no GSM8K counterpart, so only the label itself and its own
+    program are judged (a non-integer label then counts as one)."""
     labels = []
     if target < 0:
         labels.append("negative")
-    if not float(target).is_integer() and float(gsm8k_gold.replace(",", "")).is_integer():
+    gold_is_integer = gsm8k_gold is None or float(gsm8k_gold.replace(",", "")).is_integer()
+    if not float(target).is_integer() and gold_is_integer:
         labels.append("non_integer")
     if not _close(own_rerun, target):
         labels.append("disagrees_with_own_program")
-    if stale or not restored_rerun or answer_class(restored_rerun) != answer_class(gsm8k_gold):
+    if gsm8k_gold is not None and (stale or not restored_rerun
+                                   or answer_class(restored_rerun) != answer_class(gsm8k_gold)):
         labels.append("inconsistent_with_gsm8k")
     return labels
 

@@ -45,7 +45,14 @@ class DatasetSpec:
 
     @property
     def default_split(self) -> str:
+        if not self.splits:
+            raise DataError(f"dataset {self.name!r} is read from a file: give its path")
         return "test" if "test" in self.splits else next(iter(self.splits))
+
+    @property
+    def from_files(self) -> bool:
+        """True for datasets that exist only as files the user names (`generated`)."""
+        return not self.splits
 
 
 def _field(row: dict[str, Any], name: str) -> Any:
@@ -66,6 +73,12 @@ def _parse_gsm8k(row):
     if "####" not in answer:
         raise DataError("its 'answer' has no final '#### <number>' line; GSM8K answers end with one")
     return _field(row, "question"), answer.split("####")[-1].strip(), {}
+
+
+def _parse_generated(row):
+    """`mmos generate` output: GSM8K's record format plus where the problem came from."""
+    question, answer, _ = _parse_gsm8k(row)
+    return question, answer, {"source_id": row.get("source_id"), "mode": row.get("mode"), "seed": row.get("seed")}
 
 
 def _parse_math(row):
@@ -182,6 +195,8 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("tabmwp", {
             "test1k": SplitSpec("tabmwp/problems_test1k", 1000),
         }, _parse_tabmwp, "CC BY-NC-SA 4.0 (non-commercial use only)"),
+        # Problems `mmos generate` wrote: no split of its own, each file is one (named after the file).
+        DatasetSpec("generated", {}, _parse_generated, "that of the benchmark it was generated from"),
     ]
 }
 

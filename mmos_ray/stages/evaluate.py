@@ -7,8 +7,9 @@ For each model (`eval.models`: the run's base model, with `eval.base_prompt`, an
 trained, with `eval.trained_prompt`) and each benchmark in `eval.benchmarks`, the problems go through
 the same Ray Data engine actors and sandbox pool as stage 01 (`stages.sample._Sampler`), `eval.num_samples`
 per problem (1 with temperature 0 = greedy pass@1), written as resumable parts under
-`06_eval/<model>/`. Answers are graded in the sandboxed grader (`eval.grader`); GSM-HARD is also scored
-on the last program output (mmos-method.md §2.7). `metrics.json` holds, per model and benchmark, pass@1
+`06_eval/<model>/`. Answers are graded in the sandboxed grader (`eval.grader`); GSM-HARD and generated
+sets (`mmos generate`), whose labels programs computed, are also scored on the last program output
+(mmos-method.md §2.7). `metrics.json` holds, per model and benchmark, pass@1
 (mean and std over sample columns), unbiased pass@k and maj@k (equivalence-class vote) when n > 1,
 per-type and per-level accuracy for MATH, timeouts and empty answers — next to the model, prompt
 version, sampling parameters and grader mode/version that produced them.
@@ -35,6 +36,8 @@ from mmos_ray.models import resolve_model
 logger = logging.getLogger(__name__)
 
 TIMEOUT_MARK = "TimeoutError:"
+# Benchmarks whose labels came from running programs: also scored on the model's last program output.
+PROGRAM_LABELLED = ("gsm-hard", "generated")
 
 
 def run(eval: EvalConfig, sample: SampleConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, Any]:  # noqa: A002
@@ -59,7 +62,8 @@ def evaluate(eval: EvalConfig, sample: SampleConfig, paths: PathsConfig, stage_d
         results[label] = {"model": model, "prompt": prompt, "prompt_version": PROMPT_VERSIONS[prompt],
                           "benchmarks": _metrics(problems, graded, eval.num_samples)}
     metrics = {"models": results, "grader": {"mode": eval.grader, "version": GRADER_VERSION},
-               "sampling": _sampling(eval), "benchmarks": sorted({_benchmark(p) for p in problems})}
+               "sampling": _sampling(eval), "benchmarks": sorted({_benchmark(p) for p in problems}),
+               "files": {s.name: str(s.path) for s in eval.benchmarks if s.path is not None}}
     storage.write_json(stage_dir / "metrics.json", metrics)
     counts = {"problems": len(problems), "models": len(models)}
     for label, result in results.items():
@@ -89,7 +93,7 @@ def _problems(eval: EvalConfig, paths: PathsConfig) -> list[Problem]:
     problems = []
     for source in eval.benchmarks:
         problems.extend(load_problems(source.dataset, source.split, data_dir=paths.data_dir, limit=source.limit,
-                                      hub=paths.hub_datasets))
+                                      hub=paths.hub_datasets, path=source.path))
     if not problems:
         raise ValueError("eval: the benchmarks hold no problems; check eval.benchmarks")
     return problems
@@ -135,7 +139,7 @@ def _grade(eval: EvalConfig, problems: list[Problem], trajectories: list[Traject
                      "model": t.model, "program_correct": None})
     with Grader(eval.grader) as grader:
         verdicts = grader.grade_many([(r["answer"], r["gold"]) for r in rows])
-        hard = [i for i, r in enumerate(rows) if r["benchmark"].startswith("gsm-hard")]
+        hard = [i for i, r in enumerate(rows) if r["benchmark"].startswith(PROGRAM_LABELLED)]
         program = grader.grade_many([(rows[i]["program_output"], rows[i]["gold"]) for i in hard])
         classes = _answer_classes(rows, grader) if eval.num_samples > 1 else [None] * len(rows)
     for row, verdict, cls in zip(rows, verdicts, classes):
@@ -178,7 +182,7 @@ def _metrics(problems: list[Problem], graded: list[dict], n: int) -> dict[str, d
         result |= {"timeouts": sum(r["timeout"] for r in rows), "empty_answers": sum(not r["answer"] for r in rows),
                    "errors": finish.get("error", 0), "finish_reasons": dict(sorted(finish.items())),
                    "mean_tokens": sum(r["num_tokens"] for r in rows) / max(1, len(rows))}
-        if name.startswith("gsm-hard"):
+        if name.startswith(PROGRAM_LABELLED):
             result["program_output_accuracy"] = sum(bool(r["program_correct"]) for r in rows) / max(1, len(rows))
             result["answer_or_program_accuracy"] = sum(r["correct"] or bool(r["program_correct"])
                                                        for r in rows) / max(1, len(rows))

@@ -16,8 +16,8 @@ structure matches the question) are kept. Then each problem is perturbed (seeded
 kept program runs again, and `core.perturb.decide` accepts or rejects.
 
 Output: `--out` (JSONL, one accepted problem per line, in the GSM8K record format, `question` and
-`answer` ending in `#### <answer>`, so `loaders.load_problems("gsm8k", ...)` reads it from a data
-folder's `gsm8k/test.jsonl`; plus provenance: source id, mode, seed, mapping, agreeing programs) and
+`answer` ending in `#### <answer>`, which the eval stage reads as dataset `generated` with its path;
+plus provenance: source id, mode, seed, mapping, agreeing programs) and
 `<out>.summary.json` (acceptance rate, rejection reasons), both written atomically.
 Programs run only in the sandbox, in a pool of fork servers on this host: they are a few thousand
 short programs, which `workers` servers run in seconds, so this stage asks nothing of Ray.

@@ -29,7 +29,7 @@ def run(sample: SampleConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, 
     for source in sample.sources:
         split = source.resolved_split()
         loaded = load_problems(source.dataset, split, data_dir=paths.data_dir, limit=source.limit,
-                               hub=paths.hub_datasets)
+                               hub=paths.hub_datasets, path=source.path)
         per_source[f"{source.dataset}/{split}"] = len(loaded)
         problems.extend(loaded)
         logger.info("prepare: %d problems from %s/%s", len(loaded), source.dataset, split)

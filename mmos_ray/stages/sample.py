@@ -9,6 +9,13 @@ their engine across rounds; their programs run on the sandbox actor pool while t
 for another group of rows (`engines.tir_loop`). Every finished batch is written as its own part
 (atomically), so an interrupted run loses at most the batches in flight, and a rerun samples only the
 (problem, sample) pairs no part holds yet. A batch whose engine fails becomes error rows, not a crash.
+Each (problem, sample) is written once: the driver drops rows whose key a part already holds (a batch
+Ray redid after losing its actor or node), and readers keep the first row of a key.
+
+On a cluster, engine actors ask for one `engine` and sandbox actors for one `sandbox` (the custom
+resources of the node types of `ray_cluster.yaml`) as `sample.custom_resources` says (see
+`stages.cluster`). Engine actors that die (with their node) are restarted by Ray Data and their batches
+redone; sandbox actors are restarted by Ray and their calls retried.
 
 Adaptive budget (`sample.adaptive.enabled`): waves of `wave_size` samples per problem, graded after
 each wave; a problem stops when it has `target_distinct` distinct correct programs (canonical forms, as
@@ -39,7 +46,7 @@ from mmos_ray.core.tir import TIRState
 from mmos_ray.engines.base import SamplingParams, create_engine, vllm_available
 from mmos_ray.engines.tir_loop import ContinuousLoop, LoopStats, run_rounds
 from mmos_ray.sandbox.protocol import Limits
-from mmos_ray.stages.cluster import ensure_ray
+from mmos_ray.stages.cluster import custom_resource, ensure_ray
 from mmos_ray.stages.sandbox_pool import SandboxPool
 
 logger = logging.getLogger(__name__)
@@ -72,9 +79,13 @@ def run(sample: SampleConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, 
 
 
 def read_trajectories(stage_dir: Path) -> list[Trajectory]:
-    rows = []
+    """Every (problem, sample) of the stage's parts once (the first part, in name order, holding it wins)."""
+    rows, seen = [], set()
     for part in sorted(Path(stage_dir).glob(PART_GLOB)):
-        rows.extend(Trajectory.from_row(r) for r in storage.read_parquet(part))
+        for trajectory in map(Trajectory.from_row, storage.read_parquet(part)):
+            if trajectory.key not in seen:
+                seen.add(trajectory.key)
+                rows.append(trajectory)
     return rows
 
 
@@ -104,7 +115,8 @@ class _Sampler:
         num_actors = sample.sandbox_actors or max(1, int(free))
         # Fractional CPUs on small machines: sandbox actors idle while the engine generates.
         self.pool = SandboxPool(num_actors=num_actors, limits=Limits(timeout_s=sample.timeout_s),
-                                num_cpus=min(1.0, free / num_actors) * 0.5)
+                                num_cpus=min(1.0, free / num_actors) * 0.5,
+                                custom_resources=sample.custom_resources)
 
     def sample(self, keys: list[tuple[Problem, int]]) -> list[Trajectory]:
         todo = [(p, i) for p, i in keys if (p.id, i) not in self.done]
@@ -113,7 +125,7 @@ class _Sampler:
         rows = [{"problem_id": p.id, "sample_idx": i, "seed": sample_seed(self.cfg.seed, p.id, i),
                  "prompt": render_prompt(p.question, self.cfg.prompt)} for p, i in todo]
         logger.info("sample: %d samples to draw (%d already written)", len(rows), len(keys) - len(todo))
-        resources = _engine_resources(self.engine_kind)
+        resources = _engine_resources(self.engine_kind, self.cfg.custom_resources)
         dataset = ray.data.from_items(rows).map_batches(
             TIRSamplerUDF, batch_size=self.cfg.batch_size, concurrency=self.cfg.num_engines, batch_format="pyarrow",
             # Batches overlap inside an engine actor (vLLM: one continuous batch), so a batch's stragglers
@@ -131,10 +143,18 @@ class _Sampler:
             seen = self.engine_time.get(row["_actor"], (0.0, 0.0))
             self.engine_time[row["_actor"]] = (max(seen[0], row["_wall_s"]), max(seen[1], row["_generate_s"]))
             self.first_batch_started = min(row["_started"], self.first_batch_started or row["_started"])
-        trajectories = [Trajectory.from_row(r) for r in rows]
+        trajectories = []
+        for trajectory in map(Trajectory.from_row, rows):
+            if trajectory.key not in self.done:  # a batch Ray redid (lost actor or node) is not written twice
+                self.done.add(trajectory.key)
+                trajectories.append(trajectory)
+        if len(trajectories) < len(rows):
+            logger.warning("sample: %d rows already written (a redone batch), dropped",
+                           len(rows) - len(trajectories))
+        if not trajectories:
+            return []
         storage.write_parquet(self.stage_dir / f"part-{uuid.uuid4().hex[:12]}.parquet",
                               [t.to_row() for t in trajectories])
-        self.done.update(t.key for t in trajectories)
         self.last_written = time.time()
         self.written.update(samples=len(trajectories), tokens=sum(t.num_tokens for t in trajectories))
         elapsed = time.monotonic() - self.started
@@ -158,16 +178,21 @@ class _Sampler:
         self.pool.shutdown()
 
 
-def _engine_resources(engine_kind: str) -> dict:
+def _engine_resources(engine_kind: str, custom_resources: str = "auto") -> dict:
+    """What an engine actor asks Ray for: the device profile's GPUs and CPUs, plus one `engine` when
+    `custom_resources` says so (the marker resource of the GPU worker group of `ray_cluster.yaml`)."""
+    marker = custom_resource("engine", custom_resources)
     if engine_kind == "vllm":
         from mmos_ray.engines.vllm_engine import detect_profile
 
-        return detect_profile().actor_options
-    import torch
+        options = detect_profile().actor_options
+    else:
+        import torch
 
-    if torch.cuda.is_available():
-        return {"num_gpus": 1.0, "num_cpus": 1.0}
-    return {"num_gpus": 0.0, "num_cpus": 1.0, "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}}}
+        cpu_only = {"num_gpus": 0.0, "num_cpus": 1.0,
+                    "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}}}
+        options = {"num_gpus": 1.0, "num_cpus": 1.0} if torch.cuda.is_available() else cpu_only
+    return {**options, "resources": marker} if marker else options
 
 
 def _adaptive(sample: SampleConfig, problems: list[Problem], sampler: _Sampler) -> dict[str, int]:

@@ -4,9 +4,11 @@ Shared by the stages that run model-written code (sample, verify, evaluate, gene
     pool = SandboxPool(num_actors=4, limits=Limits(timeout_s=5))
     results = pool.execute_many(codes)   # ExecutionResults, in input order
 
-Actors ask for one CPU each (plus the `sandbox` custom resource on clusters that advertise it, so they
-land on the CPU worker group of `ray_cluster.yaml`). A crashed actor is restarted by Ray and its task
-retried; a crashed fork server inside an actor is restarted by the actor.
+Actors ask for one CPU each, plus one `sandbox` (the custom resource of the CPU worker group of
+`ray_cluster.yaml`) as `custom_resources` says (`auto`: when the cluster offers it; `on`: always, so that
+an autoscaler starts CPU workers; `off`: never; see `stages.cluster.custom_resource`). A crashed actor,
+or one lost with its node, is restarted by Ray (on another node offering what it asks for) and its
+in-flight calls retried; a crashed fork server inside an actor is restarted by the actor.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ import ray
 from ray.util import ActorPool
 
 from mmos_ray.sandbox import ExecutionResult, Limits, Sandbox
+from mmos_ray.stages.cluster import custom_resource
 
 
-@ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=2)
+# A call in flight when its node is lost fails at once ("temporarily unavailable") until Ray notices the
+# node is gone and restarts the actor elsewhere: it is retried until then (a bounded count would be used up
+# in that second and fail the batch).
+@ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)
 class SandboxActor:
     def __init__(self, limits: dict, isolation: str):
         self.sandbox = Sandbox(workers=1, limits=Limits(**limits), isolation=isolation)
@@ -45,7 +51,8 @@ class SandboxPool:
     """
 
     def __init__(self, num_actors: int | None = None, limits: Limits | None = None, isolation: str = "auto",
-                 chunk_size: int = 16, num_cpus: float = 1.0, actors: list | None = None):
+                 chunk_size: int = 16, num_cpus: float = 1.0, actors: list | None = None,
+                 custom_resources: str = "auto"):
         self.limits = limits or Limits()
         self.chunk_size = chunk_size
         self._turn = itertools.count()
@@ -54,7 +61,7 @@ class SandboxPool:
             return
         if num_actors is None:
             num_actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        resources = {"sandbox": 1} if ray.cluster_resources().get("sandbox") else None
+        resources = custom_resource("sandbox", custom_resources) or None
         self.actors = [SandboxActor.options(resources=resources, num_cpus=num_cpus).remote(self.limits.to_dict(),
                                                                                           isolation)
                        for _ in range(num_actors)]

@@ -11,7 +11,11 @@ actors, one per CPU slot, each with its own sandbox and grader:
   as the sample stage formatted it);
 - the answer is extracted (ToRA's order) and graded against the gold (`verify.grader`);
 - the canonical key over all blocks gives the fingerprint that stage 03 deduplicates on.
-A rerun skips input parts already verified.
+A rerun skips input parts already verified. Each output part is named after its input part and written
+by the driver alone, so a call retried after its actor (or the actor's node) was lost rewrites the same
+file: no (problem, sample) is lost or written twice. On a cluster the actors ask for one `sandbox` each
+(the CPU worker group of `ray_cluster.yaml`) as `verify.custom_resources` says (see `stages.cluster`);
+Ray restarts a lost actor (up to 3 times) where that resource is, and retries its call.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from mmos_ray.core.answers import extract_answer
 from mmos_ray.core.canonical import canonical_key, segments
 from mmos_ray.core.records import Problem, Trajectory, Verification
 from mmos_ray.core.tir import format_observation
-from mmos_ray.stages.cluster import ensure_ray
+from mmos_ray.stages.cluster import custom_resource, ensure_ray, nodes_offering
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +50,10 @@ def run(verify: VerifyConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, 
     logger.info("verify: %d parts to verify (%d done before)", len(todo), len(inputs) - len(todo))
     if todo:
         ensure_ray()
-        workers = verify.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actors = [VerifyActor.remote(verify.model_dump(), observation) for _ in range(workers)]
+        resources = custom_resource("sandbox", verify.custom_resources)
+        workers = verify.num_workers or _default_workers(resources)
+        actors = [VerifyActor.options(resources=resources or None).remote(verify.model_dump(), observation)
+                  for _ in range(workers)]
         pool = ActorPool(actors)
         started, done_rows = time.monotonic(), 0
         jobs = ((part, storage.read_parquet(part)) for part in todo)  # read as actors free up
@@ -69,17 +75,35 @@ def run(verify: VerifyConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, 
 
 
 def read_verified(stage_dir: Path) -> list[dict]:
-    rows = []
+    """Every verified (problem, sample) once (the first part, in name order, holding it wins)."""
+    rows, seen = [], set()
     for part in sorted(Path(stage_dir).glob("part-*.parquet")):
-        rows.extend(storage.read_parquet(part))
+        for row in storage.read_parquet(part):
+            if (row["problem_id"], row["sample_idx"]) not in seen:
+                seen.add((row["problem_id"], row["sample_idx"]))
+                rows.append(row)
     return rows
+
+
+def _default_workers(resources: dict) -> int:
+    """One actor per CPU; asking for `sandbox`, as many as the nodes offering it hold now (each actor takes
+    ACTOR_CPUS and one `sandbox`), or, with none up yet (an autoscaler will start them), one per CPU."""
+    nodes = nodes_offering("sandbox") if resources else []
+    if not nodes:
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, sum(min(int(node["sandbox"]), int(node.get("CPU", 0) / ACTOR_CPUS)) for node in nodes))
 
 
 def _golds_for(rows: list[dict], golds: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
     return {r["problem_id"]: golds[r["problem_id"]] for r in rows if r["problem_id"] in golds}
 
 
-@ray.remote(num_cpus=0.75, max_restarts=3, max_task_retries=2)
+ACTOR_CPUS = 0.75
+
+
+# A call in flight when its node is lost fails at once ("temporarily unavailable") until Ray notices the
+# node is gone and restarts the actor elsewhere: it is retried for as long as the actor can be restarted.
+@ray.remote(num_cpus=ACTOR_CPUS, max_restarts=3, max_task_retries=-1)
 class VerifyActor:
     def __init__(self, config: dict, observation: dict):
         from mmos_ray.sandbox import Limits, Sandbox

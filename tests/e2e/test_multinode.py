@@ -70,8 +70,8 @@ def _ray_start(env: dict[str, str], temp_dir: Path, *args: str) -> None:
     assert out.returncode == 0, f"{' '.join(command)}:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
 
 
-def _end_processes_marked(marker: str) -> None:
-    """SIGTERM, then SIGKILL, every process whose environment carries `marker`: the nodes this test started."""
+def processes_marked(marker: str) -> list[psutil.Process]:
+    """The processes whose environment carries `marker`: those of the nodes a test started."""
     ours = []
     for process in psutil.process_iter():
         try:
@@ -79,18 +79,28 @@ def _end_processes_marked(marker: str) -> None:
                 ours.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    for process in ours:
+    return ours
+
+
+def _end_processes_marked(marker: str, crash: bool = False) -> int:
+    """SIGTERM, then SIGKILL, every process whose environment carries `marker` (the nodes this test
+    started); `crash`: SIGKILL at once, as a lost machine. Returns how many there were."""
+    ours = processes_marked(marker)
+    alive = ours
+    if not crash:
+        _signal(ours, psutil.Process.terminate)
+        _, alive = psutil.wait_procs(ours, timeout=5)  # the GCS server may ignore SIGTERM
+    _signal(alive, psutil.Process.kill)
+    psutil.wait_procs(alive, timeout=10)
+    return len(ours)
+
+
+def _signal(processes: list[psutil.Process], send) -> None:
+    for process in processes:
         try:
-            process.terminate()
+            send(process)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(ours, timeout=5)  # the GCS server may ignore SIGTERM
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
 
 
 @pytest.fixture(scope="module")

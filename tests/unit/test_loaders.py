@@ -142,3 +142,43 @@ def test_unknown_dataset_and_split_suggest_the_fix(tmp_path):
 def test_missing_data_dir_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="does not exist; pass --data-dir"):
         load_problems("gsm8k", data_dir=tmp_path / "nope")
+
+
+def test_a_generated_file_is_read_by_path_and_named_after_it(tmp_path):
+    row = {"question": "Tom has 812 apples and buys 95 more. How many?", "answer": "#### 907",
+           "source_id": "gsm8k/test/9", "mode": "large", "seed": 4}
+    path = _write(tmp_path, "out/gsm8k-large.jsonl", json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    problems = load_problems("generated", path=path)
+    assert [p.id for p in problems] == ["generated/gsm8k-large/0", "generated/gsm8k-large/1"]
+    assert (problems[0].gold, problems[0].meta["source_id"], problems[0].meta["seed"]) == ("907", "gsm8k/test/9", 4)
+    assert load_problems("generated", "mine", path=path, limit=1)[0].id == "generated/mine/0"
+    with pytest.raises(DataError, match=r"generated: no file at .*nope.jsonl; give the path"):
+        load_problems("generated", path=tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match=r"dataset 'generated' is read from a file: give its path"):
+        load_problems("generated", data_dir=tmp_path)
+
+
+def test_a_generated_source_needs_its_path():
+    from pydantic import ValidationError
+
+    from mmos_ray.config import SourceConfig
+
+    assert SourceConfig(dataset="generated", path="runs/g/large.jsonl").name == "generated/large"
+    assert SourceConfig(dataset="gsm8k", path="mine.jsonl", split="mine-v2").name == "gsm8k/mine-v2"
+    with pytest.raises(ValidationError, match="dataset 'generated' is read from a file: add `path: FILE`"):
+        SourceConfig(dataset="generated")
+    with pytest.raises(ValidationError, match=r"has no split 'tset' \(did you mean 'test'\?\)"):
+        SourceConfig(dataset="gsm8k", split="tset")
+
+
+def test_eval_benchmarks_take_a_generated_file_by_path(tmp_path):
+    from mmos_ray.config import load_config
+    from mmos_ray.pipeline import _benchmark_source
+
+    cfg = load_config(None)
+    path = _write(tmp_path, "gsm8k-large.jsonl", '{"question": "q", "answer": "#### 1"}\n')
+    source = _benchmark_source(cfg, str(path))
+    assert (source.dataset, source.path, source.name) == ("generated", path, "generated/gsm8k-large")
+    assert _benchmark_source(cfg, "mawps/singleeq").name == "mawps/singleeq"
+    with pytest.raises(DataError, match=r"benchmark 'svamp/tset': dataset 'svamp' has no split 'tset'"):
+        _benchmark_source(cfg, "svamp/tset")

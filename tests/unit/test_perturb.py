@@ -184,6 +184,7 @@ def test_calc_program_reads_the_worked_solution():
     (5.158e-07, "5.158232655378219e-07", "0.5", "0.5", [], []),  # GSM-HARD's rounding, within tolerance
     (100.0, "100", "18", "17", [], ["inconsistent_with_gsm8k"]),
     (100.0, "100", "18", "18", [Fraction(3)], ["inconsistent_with_gsm8k"]),
+    (-12.5, "-12.5", None, "", [], ["negative", "non_integer"]),  # no GSM8K counterpart: nothing to compare
 ])
 def test_audit_label(target, own, gold, restored, stale, labels):
     assert audit_label(target, own, gold, restored, stale) == labels

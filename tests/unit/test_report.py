@@ -47,3 +47,29 @@ def test_a_sweep_run_without_its_stages_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty has no finished minimize, mix and eval"):
         build(main, [tmp_path / "empty"])
+
+
+GENERATED_ROW = {"question": "Tom has 812 apples and buys 95 more. How many apples?", "answer": "#### 907",
+                 "source_id": "gsm8k/test/9", "mode": "large", "seed": 0,
+                 "mapping": [{"old": "3", "new": "812"}, {"old": "4", "new": "95"}],
+                 "original_question": "Tom has 3 apples and buys 4 more. How many apples?", "original_answer": "7",
+                 "agreeing_programs": [{"structure": "a", "code": "print(812 + 95)"},
+                                       {"structure": "b", "code": "x = 812\nprint(x + 95)"}]}
+
+
+def test_a_generated_benchmark_gets_its_own_section(tmp_path):
+    """The run's eval read a generated file: the report shows its acceptance rate, rejections and examples."""
+    generated = tmp_path / "large.jsonl"
+    storage.write_text(generated, json.dumps(GENERATED_ROW) + "\n")
+    storage.write_json(tmp_path / "large.summary.json",
+                       {"mode": "large", "seed": 0, "min_agree": 2, "problems": 4, "accepted": 1,
+                        "acceptance_rate": 0.25, "rejections": {"programs_disagree": 2, "negative": 1}})
+    run = fake_run(tmp_path, "run", 3, 40, 0.3, 0.5)
+    metrics = json.loads((run / "06_eval/metrics.json").read_text())
+    metrics["files"] = {"generated/large": str(generated)}
+    (run / "06_eval/metrics.json").write_text(json.dumps(metrics))
+    text = (tmp_path / "run/report.md").read_text() if build(run) else ""
+    assert "## Generated set `generated/large`" in text
+    assert "Accepted 1 of 4 problems (25.0%); rejected: negative 1, programs_disagree 2." in text
+    assert "Tom has 812 apples and buys 95 more. How many apples? → **907** (2 programs agree)" in text
+    assert "from `gsm8k/test/9`: Tom has 3 apples" in text
