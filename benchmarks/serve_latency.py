@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/serve_latency.py [--requests 40] [--max-tokens 32] [--model smollm2]
                                                  [--server auto|replica|ray_llm]
 
-(a) the bare engine: `VLLMEngine.generate` in this process, one request at a time; then, with that engine
-    gone, (b) the endpoint: `mmos`'s Serve app on vLLM (`serve.vllm_server`: auto is what `mmos serve`
+(a) the bare engine: `VLLMEngine.generate` in a child process, one request at a time; then, with that
+    process gone, (b) the endpoint: `mmos`'s Serve app on vLLM (`serve.vllm_server`: auto is what `mmos serve`
     runs on this machine: our replica on CPU, Ray Serve LLM on GPU), with the guard and an API key, on
     127.0.0.1: the same prompts and parameters as HTTP POSTs to /v1/completions, one at a time, timed at
     the client (HTTP, proxy, guard, engine and back). Greedy, so both produce the same tokens;
@@ -19,13 +19,14 @@ http_overhead_ratio = endpoint p50 / replica p50. Target (issue 9): overhead_rat
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import multiprocessing
 import os
 import socket
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -65,8 +66,6 @@ def run_engine(model: str, prompts: list[str], params: SamplingParams, max_model
         started = time.perf_counter()
         texts.append(engine.generate([prompt], [params])[0].text)
         seconds.append(time.perf_counter() - started)
-    del engine
-    gc.collect()
     return seconds, texts
 
 
@@ -76,8 +75,9 @@ def run_endpoint(cfg, model: str, prompts: list[str], params: SamplingParams):
     from ray import serve
 
     from mmos_ray.stages import serve as stage
+    from mmos_ray.stages.cluster import ensure_ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
+    ensure_ray(dashboard=cfg.serve.dashboard)  # the local Ray `mmos serve` starts
     try:
         url = stage.start(cfg.serve, cfg.sample, model)
         session = requests.Session()
@@ -164,7 +164,10 @@ def main() -> None:
     model = resolve(args.model, cfg.paths)
     prompts = [train_prompt(q) for q in questions(args.data_dir, args.requests + WARMUP)]
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, stop=("```output",))
-    engine_s, engine_texts = run_engine(model, prompts, params, cfg.serve.max_model_len)
+    # The bare engine runs in a child that exits before Ray starts: an engine deleted in this process leaves
+    # threads behind (torch.distributed's gloo loops poll, ~3% of a core), and they would tax the endpoint.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        engine_s, engine_texts = child.submit(run_engine, model, prompts, params, cfg.serve.max_model_len).result()
     endpoint_s, endpoint_texts, replica_s = run_endpoint(cfg, model, prompts, params)
     engine_p50, engine_p95 = percentiles(engine_s)
     endpoint_p50, endpoint_p95 = percentiles(endpoint_s)

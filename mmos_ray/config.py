@@ -215,6 +215,9 @@ class ServeConfig(Section):
         "auto", description="who runs vLLM: ray_llm (Ray Serve LLM), replica (our deployment, the engine in "
         "its process); auto: ray_llm on GPU, replica on CPU (lower latency there)")
     host: str = Field("127.0.0.1", description="0.0.0.0 exposes the server to the network: set an api_key")
+    dashboard: bool = Field(False, description="the local Ray that `mmos serve` starts runs Ray's dashboard "
+                            "(127.0.0.1:8265); off by default: on a small CPU machine its processes take CPU "
+                            "from the engine (benchmarks/serve_latency.py)")
     port: int = Field(8000, ge=1, le=65535)
     api_key: str | None = Field(None, description="required as `Authorization: Bearer KEY`; default: "
                                 "$MMOS_SERVE_API_KEY, and no key when that is unset")

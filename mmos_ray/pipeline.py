@@ -158,7 +158,7 @@ def serve(cfg: ExperimentConfig, model: str | None = None, block: bool | None = 
                                     "(`mmos train`), or pass --model DIR (or set serve.model)")
         model = trained["model"]
     path = resolve(model, cfg.paths)
-    ensure_ray()
+    ensure_ray(dashboard=cfg.serve.dashboard)
     block = block if block is not None else not os.environ.get("RAY_ADDRESS")
     stop = stage.stop_on_signals() if block else None
     started = time.monotonic()
@@ -191,20 +191,28 @@ def audit_gsm_hard(cfg: ExperimentConfig, out: Path | None = None, model: str | 
     table. `limit`: only the first N problems of each. Writes audit.json and audit.md; returns the audit."""
     from mmos_ray import report as reports
     from mmos_ray.config import SourceConfig
+    from mmos_ray.core.errors import DataError
     from mmos_ray.stages import audit as stage
     from mmos_ray.stages import evaluate as evaluation
     from mmos_ray.stages.generate import summary_path
 
+    # What the caller named is checked before the audit's minutes of sandbox work, not after.
+    if generated is not None and not Path(generated).is_file():
+        raise DataError(f"--generated {generated}: no such file; make one with `mmos generate` or leave "
+                        "--generated out (with --model, a large set is generated into the audit folder)")
+    try:
+        path = evaluation.resolve(model, cfg.paths) if model is not None else None
+    except ValueError as exc:
+        raise DataError(f"--model: {exc}") from None
     out = Path(out) if out is not None else cfg.paths.runs_dir / "audit-gsm-hard"
     audit = stage.audit_gsm_hard(out, data_dir=cfg.paths.data_dir, limit=limit, workers=workers)
     audit["choices"] = {"limit": limit, "seed": seed}
-    if model is not None:
+    if path is not None:
         if generated is None:
             generated = out / f"gsm8k-large-seed{seed}-{limit or 'all'}.jsonl"
             if not summary_path(generated).exists():  # the summary is written last: the set is complete
                 generate("gsm-hard", "large", generated, seed=seed, limit=limit, data_dir=cfg.paths.data_dir,
                          workers=workers)
-        path = evaluation.resolve(model, cfg.paths)
         sources = [SourceConfig(dataset="gsm-hard", limit=limit),
                    SourceConfig(dataset="generated", path=Path(generated), limit=limit)]
         cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": sources})})

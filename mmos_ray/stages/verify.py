@@ -4,7 +4,8 @@
 
 Reads `01_sample/part-*.parquet` and the golds of `00_prepare/`, writes `02_verify/part-*.parquet` (one
 per input part: the trajectory's columns plus a `Verification`) and `_manifest.json` last. On CPU
-actors, one per CPU slot, each with its own sandbox and grader:
+actors, one per CPU slot, each with its own sandbox and grader, `verify.batch_size` trajectories per call
+(a big part spreads over every actor; it is written once all its calls are back):
 - every ```python block runs again, each in a fresh sandboxed process (never sharing state), prose
   before or between blocks allowed; `exec_ok` = there is code and every block ran without error or
   time-out; `outputs_match` = every recorded ```output block equals what the re-run shows (formatted
@@ -56,10 +57,13 @@ def run(verify: VerifyConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, 
                   for _ in range(workers)]
         pool = ActorPool(actors)
         started, done_rows = time.monotonic(), 0
-        jobs = ((part, storage.read_parquet(part)) for part in todo)  # read as actors free up
-        for name, rows in pool.map_unordered(
-                lambda actor, job: actor.verify.remote(job[0].name, job[1], _golds_for(job[1], golds)), jobs):
-            storage.write_parquet(stage_dir / name, rows)
+        waiting: dict[str, list] = {}  # part name -> its calls' rows, None until that call returns
+        for (name, index), rows in pool.map_unordered(
+                lambda actor, call: actor.verify.remote(call[0], call[1], _golds_for(call[1], golds)),
+                _calls(todo, verify.batch_size, waiting)):
+            waiting[name][index] = rows
+            if all(chunk is not None for chunk in waiting[name]):  # the part is whole: written at once, resumable
+                storage.write_parquet(stage_dir / name, [row for chunk in waiting.pop(name) for row in chunk])
             done_rows += len(rows)
             logger.info("verify: %d trajectories verified, %.1f/s", done_rows, done_rows / (time.monotonic() - started))
         for actor in actors:
@@ -94,6 +98,18 @@ def _default_workers(resources: dict) -> int:
     return max(1, sum(min(int(node["sandbox"]), int(node.get("CPU", 0) / ACTOR_CPUS)) for node in nodes))
 
 
+def _calls(parts: list[Path], batch_size: int, waiting: dict[str, list]):
+    """((part name, call index), rows) for each actor call: a part's trajectories, in key order, `batch_size`
+    at a time, so that one big part still spreads over every actor. Parts are read as actors free up; each
+    registers its number of calls in `waiting`."""
+    for part in parts:
+        rows = sorted(storage.read_parquet(part), key=lambda r: (r["problem_id"], r["sample_idx"]))
+        chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)] or [[]]
+        waiting[part.name] = [None] * len(chunks)
+        for index, chunk in enumerate(chunks):
+            yield (part.name, index), chunk
+
+
 def _golds_for(rows: list[dict], golds: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
     return {r["problem_id"]: golds[r["problem_id"]] for r in rows if r["problem_id"] in golds}
 
@@ -114,7 +130,8 @@ class VerifyActor:
         self.sandbox = Sandbox(workers=1, limits=Limits(timeout_s=self.cfg.timeout_s))
         self.grader = Grader(self.cfg.grader, sandbox=self.sandbox)
 
-    def verify(self, name: str, rows: list[dict], golds: dict[str, tuple[str, str]]) -> tuple[str, list[dict]]:
+    def verify(self, key: Any, rows: list[dict], golds: dict[str, tuple[str, str]]) -> tuple[Any, list[dict]]:
+        """The rows verified, in key order, returned with the caller's `key`."""
         trajectories = sorted((Trajectory.from_row(r) for r in rows), key=lambda t: t.key)
         per_path = [segments(t.text) for t in trajectories]
         results = iter(self.sandbox.execute_many([code for pairs in per_path for code, _ in pairs]))
@@ -135,7 +152,7 @@ class VerifyActor:
                 blocks=len(pairs), exec_error=errors[0] if errors else "", fingerprint=canonical.fingerprint,
                 canonical_key=canonical.key, unparsable_blocks=canonical.unparsable)
             out.append(trajectory.to_row() | verification.to_row())
-        return name, out
+        return key, out
 
     def _observed(self, result) -> str:
         return format_observation(result.stdout, result.error, max_chars=self.observation["chars"],

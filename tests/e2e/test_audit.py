@@ -28,6 +28,18 @@ def test_audit_flags_the_labels_its_programs_contradict(tmp_path, data_dir):
     assert "side_by_side" not in audit
 
 
+def test_a_missing_generated_file_or_model_fails_before_the_audit_runs(tmp_path, data_dir):
+    out = tmp_path / "audit"
+    missing = mmos("audit", "gsm-hard", "--generated", str(tmp_path / "nope.jsonl"), "--out", str(out),
+                   "--data-dir", str(data_dir), cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"--generated {tmp_path / 'nope.jsonl'}: no such file" in missing.stderr
+    bad_model = mmos("audit", "gsm-hard", "--model", str(tmp_path / "no-model"), "--out", str(out),
+                     "--data-dir", str(data_dir), cwd=tmp_path, check=False)
+    assert bad_model.returncode == 2 and "--model: model" in bad_model.stderr and "Traceback" not in bad_model.stderr
+    assert not out.exists()  # nothing ran, nothing was written
+
+
 @pytest.mark.slow
 def test_audit_with_a_model_scores_gsm_hard_and_a_generated_set_side_by_side(tmp_path, data_dir):
     out = tmp_path / "audit"

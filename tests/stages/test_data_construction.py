@@ -105,3 +105,19 @@ def test_the_chain_over_10000_rows_gives_the_same_sft_file_twice(tmp_path, data_
     assert card["counts"]["distinct"] < card["counts"]["usable_paths"]  # duplicates and renamings collapsed
     funnel = __import__("json").loads((first / "04_mix/data_card.json").read_text())["funnel"]["gsm8k/train"]
     assert funnel["samples"] == 10_000 and funnel["selected"] >= funnel["mixed"] >= funnel["after_decontamination"] > 0
+
+
+def test_a_part_verified_in_several_calls_is_written_whole_and_in_key_order(tmp_path, data_dir, ray_local):
+    problems = [p for p in load_problems("gsm8k", "train", data_dir=data_dir, limit=12) if p.gold.lstrip("-").isdigit()]
+    run_dir = tmp_path / "run"
+    make_run(run_dir, problems[:8], samples=3)  # one part of 24 rows, shuffled
+    parts = {}
+    for batch_size in (5, 256):
+        stage = run_dir / f"02_verify_{batch_size}"
+        section = load_config(None, [f"verify.batch_size={batch_size}"]).verify
+        verify.run(section, load_config(None, [f"paths.data_dir={data_dir}"]).paths, stage)
+        assert [p.name for p in stage.glob("part-*.parquet")] == ["part-00000.parquet"]
+        parts[batch_size] = storage.read_parquet(stage / "part-00000.parquet")
+    keys = [(r["problem_id"], r["sample_idx"]) for r in parts[5]]
+    assert len(keys) == 24 and keys == sorted(keys)
+    assert parts[5] == parts[256]  # five calls give the same part as one
