@@ -58,11 +58,12 @@ def run(verify: VerifyConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, 
         pool = ActorPool(actors)
         started, done_rows = time.monotonic(), 0
         waiting: dict[str, list] = {}  # part name -> its calls' rows, None until that call returns
-        for (name, index), rows in pool.map_unordered(
+        for (name, index, calls), rows in pool.map_unordered(
                 lambda actor, call: actor.verify.remote(call[0], call[1], _golds_for(call[1], golds)),
-                _calls(todo, verify.batch_size, waiting)):
-            waiting[name][index] = rows
-            if all(chunk is not None for chunk in waiting[name]):  # the part is whole: written at once, resumable
+                _calls(todo, verify.batch_size)):
+            chunks = waiting.setdefault(name, [None] * calls)
+            chunks[index] = rows
+            if all(chunk is not None for chunk in chunks):  # the part is whole: written at once, resumable
                 storage.write_parquet(stage_dir / name, [row for chunk in waiting.pop(name) for row in chunk])
             done_rows += len(rows)
             logger.info("verify: %d trajectories verified, %.1f/s", done_rows, done_rows / (time.monotonic() - started))
@@ -98,16 +99,15 @@ def _default_workers(resources: dict) -> int:
     return max(1, sum(min(int(node["sandbox"]), int(node.get("CPU", 0) / ACTOR_CPUS)) for node in nodes))
 
 
-def _calls(parts: list[Path], batch_size: int, waiting: dict[str, list]):
-    """((part name, call index), rows) for each actor call: a part's trajectories, in key order, `batch_size`
-    at a time, so that one big part still spreads over every actor. Parts are read as actors free up; each
-    registers its number of calls in `waiting`."""
+def _calls(parts: list[Path], batch_size: int):
+    """((part name, call index, calls for that part), rows) for each actor call: a part's trajectories, in key
+    order, `batch_size` at a time, so that one big part still spreads over every actor. Parts are read as
+    actors free up."""
     for part in parts:
         rows = sorted(storage.read_parquet(part), key=lambda r: (r["problem_id"], r["sample_idx"]))
         chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)] or [[]]
-        waiting[part.name] = [None] * len(chunks)
         for index, chunk in enumerate(chunks):
-            yield (part.name, index), chunk
+            yield (part.name, index, len(chunks)), chunk
 
 
 def _golds_for(rows: list[dict], golds: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:

@@ -1,6 +1,7 @@
 """Stages 02-04 on local Ray: the MMOS bugs we must not repeat, and a 10,000-row chain that gives the
 same SFT file twice."""
 
+import logging
 import shutil
 
 import pytest
@@ -107,7 +108,7 @@ def test_the_chain_over_10000_rows_gives_the_same_sft_file_twice(tmp_path, data_
     assert funnel["samples"] == 10_000 and funnel["selected"] >= funnel["mixed"] >= funnel["after_decontamination"] > 0
 
 
-def test_a_part_verified_in_several_calls_is_written_whole_and_in_key_order(tmp_path, data_dir, ray_local):
+def test_a_part_verified_in_several_calls_is_written_whole_and_in_key_order(tmp_path, data_dir, ray_local, caplog):
     problems = [p for p in load_problems("gsm8k", "train", data_dir=data_dir, limit=12) if p.gold.lstrip("-").isdigit()]
     run_dir = tmp_path / "run"
     make_run(run_dir, problems[:8], samples=3)  # one part of 24 rows, shuffled
@@ -115,7 +116,11 @@ def test_a_part_verified_in_several_calls_is_written_whole_and_in_key_order(tmp_
     for batch_size in (5, 256):
         stage = run_dir / f"02_verify_{batch_size}"
         section = load_config(None, [f"verify.batch_size={batch_size}"]).verify
-        verify.run(section, load_config(None, [f"paths.data_dir={data_dir}"]).paths, stage)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mmos_ray.stages.verify"):
+            verify.run(section, load_config(None, [f"paths.data_dir={data_dir}"]).paths, stage)
+        calls = [r for r in caplog.records if "trajectories verified" in r.getMessage()]  # one line per call
+        assert len(calls) == (5 if batch_size == 5 else 1)
         assert [p.name for p in stage.glob("part-*.parquet")] == ["part-00000.parquet"]
         parts[batch_size] = storage.read_parquet(stage / "part-00000.parquet")
     keys = [(r["problem_id"], r["sample_idx"]) for r in parts[5]]
