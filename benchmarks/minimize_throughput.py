@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -32,7 +31,7 @@ from mmos_ray import storage  # noqa: E402
 from mmos_ray.config import MinimizeConfig, PathsConfig  # noqa: E402
 from mmos_ray.core.canonical import canonical_key  # noqa: E402
 from mmos_ray.stages import minimize  # noqa: E402
-from mmos_ray.stages.cluster import ensure_ray  # noqa: E402
+from mmos_ray.cluster.resources import ensure_ray  # noqa: E402
 
 NAMES = ["a", "b", "total", "result", "x", "y", "count", "value", "n", "m", "s", "t", "price", "cost"]
 
@@ -116,13 +115,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3)
     args = parser.parse_args()
     rows = make_rows(args.problems, args.samples)
-    run_dir = Path(tempfile.mkdtemp(prefix="mmos-minimize-"))
+    layout = storage.RunLayout(tempfile.mkdtemp(prefix="mmos-minimize-"))
     for start in range(0, len(rows), 10_000):
-        storage.write_parquet(run_dir / f"02_verify/part-{start:07d}.parquet", rows[start:start + 10_000])
-    (run_dir / "03_minimize").mkdir()
+        storage.write_parquet(storage.part_file(layout.verify, f"{start:07d}"), rows[start:start + 10_000])
+    layout.minimize.mkdir()
     ensure_ray()
     started = time.perf_counter()
-    manifest = minimize.run(MinimizeConfig(k=args.k), PathsConfig(), run_dir / "03_minimize")
+    manifest = minimize.run(MinimizeConfig(k=args.k), PathsConfig(), layout.minimize)
     ours_s = time.perf_counter() - started
     started = time.perf_counter()
     sizes = original(rows, args.k)

@@ -38,24 +38,23 @@ from mmos_ray.stages.sample import read_trajectories, sample_seed  # noqa: E402
 
 def stage_config(runs: Path, args, name: str, prompt: str, rounds: int, batch_size: int):
     return load_config(None, [
-        f"name={name}", f"sample.model={args.model}", f"paths.models_dir={args.models_dir}", f"paths.runs_dir={runs}",
+        f"name={name}", f"sample.engine.model={args.model}", f"paths.models_dir={args.models_dir}", f"paths.runs_dir={runs}",
         f"sample.sources=[{{dataset: {args.dataset}, limit: {args.problems}}}]", "sample.num_samples=1",
-        f"sample.max_tokens={args.max_tokens}", f"sample.prompt={prompt}", f"sample.max_rounds={rounds}",
-        f"sample.batch_size={batch_size}", "sample.engine=vllm", "sample.temperature=0.8", "sample.top_p=0.95",
+        f"sample.generation.max_tokens={args.max_tokens}", f"sample.generation.prompt={prompt}", f"sample.generation.max_rounds={rounds}",
+        f"sample.batch_size={batch_size}", "sample.engine.backend=vllm", "sample.generation.temperature=0.8", "sample.generation.top_p=0.95",
         *([f"paths.data_dir={args.data_dir}"] if args.data_dir else [])])
 
 
 def run_engine(cfg) -> dict:
     from mmos_ray.engines.vllm_engine import VLLMEngine
 
-    prepared = cfg.run_dir / "00_prepare"
-    problems = [Problem.from_row(r) for r in storage.read_parquet(prepared / "problems.parquet")]
-    model = storage.read_manifest(prepared)["model"]["path"]
-    engine = VLLMEngine(model, max_model_len=cfg.sample.max_model_len, seed=cfg.sample.seed)
-    prompts = [render_prompt(p.question, cfg.sample.prompt) for p in problems]
-    params = [SamplingParams(temperature=cfg.sample.temperature, top_p=cfg.sample.top_p,
-                             max_tokens=cfg.sample.max_tokens, seed=sample_seed(cfg.sample.seed, p.id, 0),
-                             stop=stop_strings(cfg.sample.prompt)) for p in problems]
+    problems = [Problem.from_row(r) for r in storage.read_parquet(cfg.layout.problems)]
+    model = storage.read_manifest(cfg.layout.prepare)["model"]["path"]
+    engine = VLLMEngine(model, max_model_len=cfg.sample.engine.max_model_len, seed=cfg.sample.generation.seed)
+    prompts = [render_prompt(p.question, cfg.sample.generation.prompt) for p in problems]
+    params = [SamplingParams(temperature=cfg.sample.generation.temperature, top_p=cfg.sample.generation.top_p,
+                             max_tokens=cfg.sample.generation.max_tokens, seed=sample_seed(cfg.sample.generation.seed, p.id, 0),
+                             stop=stop_strings(cfg.sample.generation.prompt)) for p in problems]
     started = time.perf_counter()
     outputs = engine.generate(prompts, params)
     seconds = time.perf_counter() - started
@@ -67,7 +66,7 @@ def run_engine(cfg) -> dict:
 
 def run_stage(cfg) -> dict:
     manifest = pipeline.sample(cfg)
-    trajectories = read_trajectories(cfg.run_dir / "01_sample")
+    trajectories = read_trajectories(cfg.layout.sample)
     tokens = sum(t.num_tokens for t in trajectories)
     steady = manifest["throughput"]["steady_seconds"]
     return {"tokens": tokens, "seconds": steady, "tokens_per_s": round(tokens / steady, 1),

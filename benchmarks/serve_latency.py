@@ -75,7 +75,7 @@ def run_endpoint(cfg, model: str, prompts: list[str], params: SamplingParams):
     from ray import serve
 
     from mmos_ray.stages import serve as stage
-    from mmos_ray.stages.cluster import ensure_ray
+    from mmos_ray.cluster.resources import ensure_ray
 
     ensure_ray(dashboard=cfg.serve.dashboard)  # the local Ray `mmos serve` starts
     try:
@@ -113,7 +113,7 @@ def time_replica(prompts: list[str], body: dict) -> list[float]:
 
     names = serve.status().applications["mmos"].deployments
     if "MathServer" in names:  # our replica: its route method, without HTTP
-        from mmos_ray.stages.serve_local import CompletionBody
+        from mmos_ray.stages.serve.replica import CompletionBody
 
         handle = serve.get_deployment_handle("MathServer", app_name="mmos")
 
@@ -156,9 +156,9 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = load_config(None, [f"paths.models_dir={args.models_dir}", "serve.engine=vllm", f"serve.port={port}",
+    cfg = load_config(None, [f"paths.models_dir={args.models_dir}", "serve.engine.backend=vllm", f"serve.port={port}",
                              f"serve.vllm_server={args.server}",
-                             f"serve.api_key={KEY}", "serve.model_id=bench", "serve.max_model_len=1024"])
+                             f"serve.api_key={KEY}", "serve.model_id=bench", "serve.engine.max_model_len=1024"])
     from mmos_ray.stages.evaluate import resolve
 
     model = resolve(args.model, cfg.paths)
@@ -167,7 +167,7 @@ def main() -> None:
     # The bare engine runs in a child that exits before Ray starts: an engine deleted in this process leaves
     # threads behind (torch.distributed's gloo loops poll, ~3% of a core), and they would tax the endpoint.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-        engine_s, engine_texts = child.submit(run_engine, model, prompts, params, cfg.serve.max_model_len).result()
+        engine_s, engine_texts = child.submit(run_engine, model, prompts, params, cfg.serve.engine.max_model_len).result()
     endpoint_s, endpoint_texts, replica_s = run_endpoint(cfg, model, prompts, params)
     engine_p50, engine_p95 = percentiles(engine_s)
     endpoint_p50, endpoint_p95 = percentiles(endpoint_s)

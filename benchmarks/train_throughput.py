@@ -36,6 +36,7 @@ from mmos_ray.core.prompts import train_prompt  # noqa: E402
 from mmos_ray.core.sft import batch_plan, collate, encode, pack, unpacked  # noqa: E402
 from mmos_ray.loaders import load_problems  # noqa: E402
 from mmos_ray.models import resolve_model  # noqa: E402
+from mmos_ray.storage import RunLayout  # noqa: E402
 
 
 def write_sft(path: Path, examples: int, data_dir: str | None) -> int:
@@ -64,7 +65,7 @@ def run_ours(args, data: Path, work: Path, packing: bool) -> dict:
     from mmos_ray.stages import train
 
     cfg = load_config(None, overrides(args, data, work / "runs", packing))
-    stage = work / f"ours_{'packed' if packing else 'padded'}" / "05_train"
+    stage = RunLayout(work / f"ours_{'packed' if packing else 'padded'}").train
     stage.mkdir(parents=True)
     manifest = train.run(cfg.train, cfg.paths, stage)
     steps = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
@@ -90,7 +91,7 @@ def run_plain(args, model_path: str, rows: list, pad_id: int, threads: int) -> d
     import torch
     from transformers import AutoModelForCausalLM
 
-    from mmos_ray.stages.train_loop import _tensors
+    from mmos_ray.stages.train.loop import _tensors
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

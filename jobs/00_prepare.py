@@ -4,7 +4,8 @@
         -- python jobs/00_prepare.py --config configs/quickstart.yaml [--set KEY=VALUE ...]
 """
 
-from mmos_ray.pipeline import job
+from mmos_ray import pipeline
+from mmos_ray.cli import job
 
 if __name__ == "__main__":
-    job("prepare")
+    job(pipeline.prepare)

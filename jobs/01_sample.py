@@ -4,7 +4,8 @@
         -- python jobs/01_sample.py --config configs/quickstart.yaml [--set KEY=VALUE ...]
 """
 
-from mmos_ray.pipeline import job
+from mmos_ray import pipeline
+from mmos_ray.cli import job
 
 if __name__ == "__main__":
-    job("sample")
+    job(pipeline.sample)

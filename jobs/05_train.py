@@ -4,7 +4,8 @@
         -- python jobs/05_train.py --config configs/paper_7b_gpu.yaml [--set KEY=VALUE ...]
 """
 
-from mmos_ray.pipeline import job
+from mmos_ray import pipeline
+from mmos_ray.cli import job
 
 if __name__ == "__main__":
-    job("train")
+    job(pipeline.train)

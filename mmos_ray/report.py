@@ -17,10 +17,10 @@ from typing import Any
 
 from mmos_ray import storage
 from mmos_ray.core.errors import DataError
+from mmos_ray.storage import RunLayout
 
 # The paper's column order; other benchmarks follow in name order.
 PAPER_ORDER = ("gsm8k", "math", "math500", "svamp", "asdiv", "asdiv-a", "gsm-hard", "mawps", "tabmwp")
-STAGE_FOLDERS = ("00_prepare", "01_sample", "02_verify", "03_minimize", "04_mix", "05_train", "06_eval")
 
 
 def build(run_dir: Path, sweep: list[Path] | tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -32,23 +32,25 @@ def build(run_dir: Path, sweep: list[Path] | tuple[Path, ...] = ()) -> dict[str,
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"report: no run folder at {run_dir}; pass the folder a run wrote, e.g. runs/quickstart")
-    manifests = {folder: storage.read_manifest(run_dir / folder) for folder in STAGE_FOLDERS}
-    card_path = run_dir / "04_mix" / "data_card.json"
+    layout = RunLayout(run_dir)
+    manifests = {folder: storage.read_manifest(layout.stage(folder)) for folder in RunLayout.STAGES}
+    card_path = layout.data_card
     card = json.loads(card_path.read_text()) if card_path.exists() else None
-    metrics_path = run_dir / "06_eval" / "metrics.json"
+    metrics_path = layout.metrics
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
 
     funnel = funnel_markdown(card) if card else ""
     table = table_markdown(metrics) if metrics else ""
     plots = _plots(metrics, run_dir / "plots") if metrics else []
     lines = [f"# Run `{run_dir.name}`", ""]
-    sample = manifests["01_sample"]
+    lines += sandbox_warning(manifests)
+    sample = manifests[RunLayout.SAMPLE]
     if sample:
         lines += [f"Sampling model: `{sample['model']}` · engine: {sample.get('engine')} · prompt: "
                   f"`{sample.get('prompt_version')}` · {sample['counts'].get('samples', 0)} samples", ""]
     if funnel:
         lines += ["## Data funnel", "", funnel, ""]
-    train = manifests["05_train"]
+    train = manifests[RunLayout.TRAIN]
     if train:
         lines += ["## Training", "", _training_markdown(train), ""]
     if table:
@@ -73,6 +75,24 @@ def build(run_dir: Path, sweep: list[Path] | tuple[Path, ...] = ()) -> dict[str,
     path = run_dir / "report.md"
     storage.write_text(path, "\n".join(lines))
     return {"path": str(path), "funnel": funnel, "table": table}
+
+
+def sandbox_warning(manifests: dict[str, dict | None]) -> list[str]:
+    """A warning block when a stage that ran model-written code had a degraded sandbox (any warning, or a
+    protection that is "none" / "NOT …"): its results came from programs under weaker isolation."""
+    lines = []
+    for folder in (RunLayout.SAMPLE, RunLayout.VERIFY):
+        sandbox = (manifests.get(folder) or {}).get("sandbox")
+        if not sandbox:
+            continue
+        weak = [f"{name}: {value}" for name, value in sandbox.get("protections", {}).items()
+                if name != "preloaded" and (value == "none" or str(value).startswith("NOT"))]
+        for problem in [*sandbox.get("warnings", []), *weak]:
+            lines.append(f"> - `{folder}`: {problem}")
+    if not lines:
+        return []
+    return ["> **Warning: this run's sandbox was degraded.** Model-written programs ran with weaker isolation "
+            "than the full sandbox (see `mmos sandbox check` and the README's sandbox section):", ">", *lines, ""]
 
 
 def funnel_markdown(card: dict) -> str:
@@ -136,7 +156,7 @@ def _eval_details(metrics: dict) -> str:
 def generated_set(path: Path, examples: int = 5) -> dict[str, Any]:
     """What `mmos generate` wrote to `path`: its summary (acceptance rate, rejection reasons) and the first
     `examples` problems beside the ones they were generated from."""
-    from mmos_ray.stages.generate import summary_path
+    from mmos_ray.tools.generate import summary_path
 
     summary_file = summary_path(path)
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
@@ -260,8 +280,9 @@ def _save(figure, path: Path) -> None:
 
 def _sweep_point(run_dir: Path) -> dict[str, Any] | None:
     """(k, SFT examples, trained pass@1 per benchmark) of one run, or None when it lacks a trained evaluation."""
-    minimize, mix = storage.read_manifest(run_dir / "03_minimize"), storage.read_manifest(run_dir / "04_mix")
-    metrics_path = run_dir / "06_eval" / "metrics.json"
+    layout = RunLayout(run_dir)
+    minimize, mix = storage.read_manifest(layout.minimize), storage.read_manifest(layout.mix)
+    metrics_path = layout.metrics
     if not (minimize and mix and metrics_path.exists()):
         raise DataError(f"report: {run_dir} has no finished minimize, mix and eval stages to put in the sweep")
     models = json.loads(metrics_path.read_text())["models"]

@@ -27,6 +27,11 @@ class Problem:
     gold: str
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def gold_for(self, mode: str) -> str:
+        """The gold a grader of `mode` compares with: compat the normalised `gold` (as ToRA/MMOS), strict the
+        answer as the source wrote it."""
+        return self.gold if mode == "compat" else self.meta.get("gold_raw", self.gold)
+
     def to_row(self) -> dict[str, Any]:
         # meta goes to JSON text: its keys differ between datasets, which a Parquet schema cannot hold.
         row = dataclasses.asdict(self)

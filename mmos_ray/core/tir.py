@@ -1,9 +1,9 @@
 """The tool-integrated-reasoning protocol, pure: when a round ends the trajectory, which code runs, and
 what the model is shown after it runs.
 
-The sampling driver (`engines.tir_loop`) generates, executes the code in the sandbox, and calls
-`apply_generation` / `apply_observation` on a `TIRState`; the rules live here so that sampling,
-evaluation and serving share them.
+The one trajectory loop (`engines.trajectory.run_trajectory`) generates, executes the code in the
+sandbox, and calls `apply_generation` / `apply_observation` on a `TIRState` under one `RoundRules`; the
+rules live here so that sampling, evaluation and serving share them.
 """
 
 from __future__ import annotations
@@ -42,6 +42,19 @@ def format_observation(stdout: str, error: str, max_chars: int = 512, compat: bo
     return truncate_middle("\n".join(parts), max_chars)
 
 
+@dataclasses.dataclass(frozen=True)
+class RoundRules:
+    """When a trajectory stops and what the model is shown of a program's output (`GenerationConfig.rules()`)."""
+
+    max_rounds: int = 2
+    observation: str = "full"  # "full" or "compat" (see format_observation)
+    observation_chars: int = 512
+
+    def observe(self, stdout: str, error: str) -> str:
+        return format_observation(stdout, error, max_chars=self.observation_chars,
+                                  compat=self.observation == "compat")
+
+
 LIMIT_NOTE = "\nReach max function call limit."
 _PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
@@ -65,7 +78,7 @@ class TIRState:
     pending_code: str | None = None
     finish_reason: str | None = None  # "boxed", "no_code", "length", "max_rounds", "error"; None while running
     error: str = ""
-    seed: int = 0
+    seed: int | None = 0  # the sampling seed of round 0 (round r uses seed + r); None: unseeded
 
     @property
     def finished(self) -> bool:
@@ -99,13 +112,11 @@ def apply_generation(state: TIRState, text: str, engine_finish: str, num_tokens:
         state.finish_reason = "no_code"
 
 
-def apply_observation(state: TIRState, stdout: str, error: str, max_rounds: int, max_chars: int = 512,
-                      compat: bool = False) -> None:
+def apply_observation(state: TIRState, stdout: str, error: str, rules: RoundRules) -> None:
     """Append the program's observation; after the last allowed round, the limit note ends it."""
-    observation = format_observation(stdout, error, max_chars=max_chars, compat=compat)
-    state.text += f"\n```output\n{observation}\n```\n"
+    state.text += f"\n```output\n{rules.observe(stdout, error)}\n```\n"
     state.pending_code = None
     state.executions += 1
-    if state.rounds >= max_rounds:
+    if state.rounds >= rules.max_rounds:
         state.text += LIMIT_NOTE
         state.finish_reason = "max_rounds"

@@ -1,4 +1,6 @@
-"""The engine protocol: `generate(prompts, params) -> completions`, one completion per prompt.
+"""The engine protocols: `Engine.generate(prompts, params) -> completions`, one completion per prompt, and
+`StepEngine` (vLLM), which takes requests one by one and is stepped (continuous batching; see
+`engines.stepper`).
 
     engine = create_engine("auto", "models/tiny")
     outs = engine.generate(["<|user|>\\n1+1?\\n<|assistant|>\\n"], [SamplingParams(max_tokens=16, seed=1)])
@@ -38,6 +40,17 @@ class Engine(Protocol):
     model: str
 
     def generate(self, prompts: Sequence[str], params: Sequence[SamplingParams]) -> list[Completion]: ...
+
+
+class StepEngine(Engine, Protocol):
+    def add_request(self, request_id: str, prompt: str, params: SamplingParams, stream: bool = False) -> None:
+        """Queue one request; raises (e.g. a prompt past the context) without touching the others. `stream`:
+        every step reports it (its text so far), not only the step it finished in."""
+
+    def step_outputs(self) -> list[tuple[str, Completion, bool]]:
+        """One engine step: (request id, completion so far, finished) for each request it reports."""
+
+    def abort(self, request_ids: list[str]) -> None: ...
 
 
 def vllm_available() -> bool:

@@ -82,20 +82,13 @@ class VLLMEngine:
         outputs = self._llm.generate(list(prompts), [self._params(p) for p in params], use_tqdm=False)
         return [_completion(output) for output in outputs]
 
-    # Continuous batching across rounds (used by engines.tir_loop): requests go in one by one and come
-    # out as each finishes, so a trajectory's next round joins the running batch as soon as its code ran.
+    # The `StepEngine` interface (driven by engines.stepper.SteppedEngine): requests go in one by one and
+    # come out as each finishes, so a trajectory's next round joins the running batch as soon as its code ran.
 
     def add_request(self, request_id: str, prompt: str, params: SamplingParams, stream: bool = False) -> None:
-        """Queue one request; raises (e.g. a prompt past the context length) without touching the others.
-        `stream`: every step reports it (its text so far), not only the step it finished in."""
         self._llm.llm_engine.add_request(request_id, prompt, self._params(params, final_only=not stream))
 
-    def step(self) -> list[tuple[str, Completion]]:
-        """One engine step; returns the requests that finished in it."""
-        return [(request_id, completion) for request_id, completion, finished in self.step_outputs() if finished]
-
     def step_outputs(self) -> list[tuple[str, Completion, bool]]:
-        """One engine step; (request id, completion so far, finished) for each request it reports."""
         return [(out.request_id, _completion(out), out.finished) for out in self._llm.llm_engine.step()]
 
     def has_unfinished(self) -> bool:

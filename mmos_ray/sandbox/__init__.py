@@ -1,4 +1,4 @@
-"""Running model-written Python safely and fast on one host (no Ray here; `mmos_ray.stages.sandbox_pool`
+"""Running model-written Python safely and fast on one host (no Ray here; `mmos_ray.cluster.sandbox_pool`
 puts it on Ray). See `executor` for the API and `isolation` for the protections.
 
 The names below are loaded on first use, so that the fork server, which imports `protocol` and

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 _START_TIMEOUT_S = 120  # preloading sympy and numpy on a busy 2-core machine
 _REPLY_GRACE_S = 10  # beyond the program's own time limit, before the server itself is declared hung
 _warned: set[str] = set()
+_NO_SECCOMP_FILTER = ("pyseccomp is installed but the seccomp filter could not be built (is libseccomp2 "
+                      "installed?): programs may exec, ptrace, and signal the sandbox server")
 
 
 class SandboxStartError(RuntimeError):
@@ -65,8 +67,7 @@ class Sandbox:
             self.close()
             raise
         if self.plan.options["seccomp"] and not self._workers[0].ready_report.get("seccomp"):
-            logger.warning("sandbox: pyseccomp is installed but the seccomp filter could not be built "
-                           "(is libseccomp2 installed?): programs may exec, ptrace, and signal the sandbox server")
+            logger.warning("sandbox: %s", _NO_SECCOMP_FILTER)
         self._free: queue.Queue[_Worker] = queue.Queue()
         for worker in self._workers:
             self._free.put(worker)
@@ -82,6 +83,17 @@ class Sandbox:
             protections["syscalls"] = "none"
         protections["preloaded"] = ", ".join(seen.get("preloaded", []))
         return protections
+
+    @property
+    def warnings(self) -> list[str]:
+        """Each way the protections here fall short of the full set (empty when none does)."""
+        warnings = list(self.plan.warnings)
+        seen = self._workers[0].ready_report
+        if self.plan.options["seccomp"] and not seen.get("seccomp"):
+            warnings.append(_NO_SECCOMP_FILTER)
+        if self.plan.protections["network"] == "network namespace" and not seen.get("network_isolated"):
+            warnings.append("bubblewrap ran, but the server sees network interfaces besides loopback")
+        return warnings
 
     def execute(self, code: str, limits: Limits | None = None, kind: str | None = None) -> ExecutionResult:
         """Run one program. `kind` picks the server ("light", "heavy", "grader"); None picks by the code."""

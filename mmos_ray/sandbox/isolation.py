@@ -4,16 +4,27 @@ uid switch, seccomp. Every protection that cannot be had is named in a warning, 
 | protection        | preferred                                   | fallback                                    |
 |-------------------|---------------------------------------------|---------------------------------------------|
 | network           | own network namespace (bwrap)               | seccomp: no sockets but AF_UNIX             |
-| filesystem        | read-only root, private /tmp (bwrap)        | none (programs can write where the uid can) |
+| filesystem        | read-only view of what programs need, private /tmp (bwrap) | none (the host's files) |
 | process count     | pids cgroup (root) / RLIMIT_NPROC (non-root) | uid switch to nobody, then RLIMIT_NPROC     |
 | user (as root)    | uid 65534 (nobody)                          | root, where nobody cannot read the interpreter |
 | leftovers         | PID namespace + child subreaper             | child subreaper                             |
 | syscalls          | seccomp (no exec, ptrace, signals to server) | none                                        |
 
-Programs do not run as root where uid 65534 can read the interpreter, its libraries and our package: a
-read-only root still lets root read every secret of the host (/etc/shadow, Ray's cluster token, cloud
-credentials), and a served model can be talked into printing them. Where it cannot (a venv in a private
-folder), lazily imported modules would fail as nobody, so programs stay root and a warning says so.
+Inside bubblewrap a program sees a root of its own, read-only, holding only (see `filesystem_view`): the
+interpreter (its executable and prefix; a prefix under /root is bound alone, never /root), its standard
+library and every site-packages / dist-packages folder on sys.path (the venv included), our package
+folder `mmos_ray/` (not the checkout around it), the system libraries they load (/usr/lib, /lib64 …,
+/usr/share/zoneinfo, `ldconfig` for ctypes) and from /etc only the loader's cache and configuration
+and the time zone. No /etc/passwd, /etc/shadow, home folders, Ray's folders (~/.ray, /tmp/ray) or
+project data: those paths do not exist in there, whichever uid a program runs as. /tmp is a private
+tmpfs, /dev and /proc are bwrap's own.
+
+Programs still switch to uid 65534 where it can read what is bound (inside bubblewrap the folders above
+each bound one are bwrap's own, open to all): as root, even without capabilities, they would be the
+host's root to the kernel. Without bubblewrap the view is the host's, so as root they would read its
+secrets (/etc/shadow, Ray's cluster token, cloud credentials); where uid 65534 cannot read the
+interpreter (a venv in a private folder) lazily imported modules would fail as nobody, so programs
+stay root and a warning says so.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +45,16 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 NOBODY = 65534
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # mmos_ray/: the only part of the checkout bound
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+# What programs' libraries load from the system, bound read-only where they exist (symlinks kept as
+# symlinks: /lib -> usr/lib). ldconfig: ctypes.util.find_library runs it (pyseccomp finds libseccomp so).
+# From /etc only the loader's cache and configuration and the time zone: no passwd, group or nsswitch
+# (nothing of ours resolves users; HOME and TMPDIR are set), never shadow or credentials.
+SYSTEM_PATHS = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32", "/lib", "/lib64", "/lib32", "/libx32",
+                "/usr/local/lib", "/usr/share/zoneinfo", "/sbin/ldconfig", "/etc/ld.so.cache", "/etc/ld.so.conf",
+                "/etc/ld.so.conf.d", "/etc/localtime", "/etc/timezone")
+_SYSTEM_PREFIXES = ("/", "/usr", "/usr/local")  # a prefix here is bound by its parts, never whole
 # Not `python -I`: it would ignore PYTHONHASHSEED. The environment is ours alone anyway (see ZYGOTE_ENV).
 _BOOT = (f"import sys; sys.path[:] = [{_PACKAGE_PARENT!r}] + [p for p in sys.path if p]; "
          "from mmos_ray.sandbox.zygote import main; main()")
@@ -68,15 +89,17 @@ def plan_zygote(isolation: str = "auto", scratch_mb: int = 256) -> ZygotePlan:
     cgroup_root = pids_cgroup_root() if is_root and isolation != "none" else None
     uid = None
     if is_root and isolation != "none":
-        if cgroup_root is None or _readable_by_others():  # without a cgroup the uid switch is the process limit
+        readable = _readable_by_others(filesystem_view().binds if use_bwrap else None)
+        if cgroup_root is None or readable:  # without a cgroup the uid switch is the process limit
             uid = NOBODY
-        if cgroup_root is None and not _readable_by_others():
+        if cgroup_root is None and not readable:
             warnings.append(f"some of the interpreter's files are not readable by uid {NOBODY} (e.g. a Python "
-                            "under /root): programs can import only the preloaded modules from there")
-        elif uid is None:
-            warnings.append(f"programs run as root: uid {NOBODY} cannot read the interpreter's files (e.g. a Python "
-                            "or venv under /root or a private temporary folder), so they could read the host's "
-                            "files too; chmod o+rX those folders to run programs as nobody")
+                            "in a private folder): programs can import only the preloaded modules from there")
+        elif uid is None and not use_bwrap:  # inside bubblewrap root sees only the bound view: nothing secret
+            warnings.append(f"programs run as root without bubblewrap: uid {NOBODY} cannot read the interpreter's "
+                            "files (e.g. a Python or venv under /root or a private temporary folder), so they "
+                            "could read the host's files too; install bubblewrap, or chmod o+rX those folders "
+                            "to run programs as nobody")
     if cgroup_root is not None:
         processes = "pids cgroup"
     elif not is_root:
@@ -101,7 +124,7 @@ def plan_zygote(isolation: str = "auto", scratch_mb: int = 256) -> ZygotePlan:
     if use_bwrap:
         options["scratch"] = "/tmp"  # a tmpfs of the server's own
         command = [*_bwrap_args(scratch_mb, setuid=uid is not None), *python]
-        protections = {"network": "network namespace", "filesystem": "read-only root, private /tmp",
+        protections = {"network": "network namespace", "filesystem": FILESYSTEM_VIEW,
                        "processes": processes, "user": user, "leftovers": "PID namespace",
                        "syscalls": _sec(has_seccomp)}
     else:
@@ -117,14 +140,92 @@ def plan_zygote(isolation: str = "auto", scratch_mb: int = 256) -> ZygotePlan:
     return ZygotePlan(command, dict(ZYGOTE_ENV), options, cgroup_root, protections, warnings)
 
 
-def _readable_by_others() -> bool:
-    """The interpreter, its libraries and our package can be read (and their folders entered) by any user."""
-    for root in {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), _PACKAGE_PARENT,
-                 *(p for p in sys.path if p and "site-packages" in p)}:
+FILESYSTEM_VIEW = "read-only view of the interpreter, its libraries and mmos_ray only; private /tmp"
+
+
+@dataclasses.dataclass(frozen=True)
+class FilesystemView:
+    """What a program sees of the host inside bubblewrap: `binds` (real paths, bound read-only at the same
+    path, none inside another) and `symlinks` ((target, where) pairs, as on the host)."""
+
+    binds: tuple[str, ...]
+    symlinks: tuple[tuple[str, str], ...]
+
+
+def interpreter_paths() -> set[str]:
+    """The interpreter's executable and prefixes, its standard library, every site-packages and
+    dist-packages folder on sys.path, and our package folder (not the checkout around it)."""
+    paths = {sys.executable, os.path.realpath(sys.executable), _PACKAGE_DIR}
+    for prefix in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}:
+        if os.path.realpath(prefix) not in _SYSTEM_PREFIXES:  # a venv, /root/.pyenv/versions/3.11.7, /opt/conda
+            paths.add(prefix)
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix, "installed_base": sys.base_prefix,
+            "installed_platbase": sys.base_exec_prefix}
+    for scheme in (sysconfig.get_paths(), sysconfig.get_paths(vars=base)):
+        paths.update(scheme[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in scheme)
+    paths.update(p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p))
+    return {os.path.abspath(p) for p in paths}
+
+
+@functools.lru_cache(maxsize=1)
+def filesystem_view() -> FilesystemView:
+    """The bind mounts and symlinks of the sandbox's root: `interpreter_paths()` and `SYSTEM_PATHS`."""
+    symlinks: dict[str, str] = {}
+    real: set[str] = set()
+    for path in interpreter_paths() | set(SYSTEM_PATHS):
+        resolved = _resolve(path, symlinks)
+        if resolved is not None and resolved != "/":
+            real.add(resolved)
+    binds = _outermost(real)
+    inside = lambda path: any(path == b or path.startswith(b.rstrip("/") + "/") for b in binds)  # noqa: E731
+    kept = tuple(sorted((target, where) for where, target in symlinks.items() if not inside(where)))
+    return FilesystemView(tuple(binds), kept)
+
+
+def _resolve(path: str, symlinks: dict[str, str]) -> str | None:
+    """`path`'s real path, or None when it does not exist; every symlink met on the way is added to
+    `symlinks` (where -> target, as written), so that the same path resolves the same way inside."""
+    current = "/"
+    parts = [part for part in path.split("/") if part]
+    for _ in range(40):
+        if not parts:
+            return current if os.path.exists(current) else None
+        nxt = os.path.join(current, parts.pop(0))
+        if os.path.islink(nxt):
+            target = os.readlink(nxt)
+            symlinks[nxt] = target
+            base = "/" if target.startswith("/") else current
+            parts = [part for part in os.path.normpath(os.path.join(base, target)).split("/") if part] + parts
+            current = "/"
+        elif os.path.exists(nxt):
+            current = nxt
+        else:
+            return None
+    return None  # a symlink loop
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    kept: list[str] = []
+    for path in sorted(paths):
+        if not any(path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _readable_by_others(binds: tuple[str, ...] | None) -> bool:
+    """The interpreter, its libraries and our package can be read (and their folders entered) by any user.
+    `binds`: the bound folders inside bubblewrap, whose parents there are bwrap's own (open to all), so only
+    the folders from each bound one down count; None: the host's view, every parent counts."""
+    for root in {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), _PACKAGE_DIR,
+                 *(p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p))}:
         path = Path(os.path.realpath(root))
         if not path.exists():
             continue
-        if not all(os.stat(folder).st_mode & 0o001 for folder in [path, *path.parents]):
+        folders = [path, *path.parents]
+        if binds is not None:
+            top = next((Path(b) for b in binds if path == Path(b) or Path(b) in path.parents), None)
+            folders = folders if top is None else [path, *(p for p in path.parents if p == top or top in p.parents)]
+        if not all(os.stat(folder).st_mode & 0o001 for folder in folders):
             return False
         if not os.stat(path).st_mode & 0o004:
             return False
@@ -137,12 +238,14 @@ def _sec(has_seccomp: bool) -> str:
 
 def _bwrap_args(scratch_mb: int, setuid: bool) -> list[str]:
     args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-            "--unshare-uts", "--unshare-cgroup-try", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--size", str(scratch_mb * 1024 * 1024), "--tmpfs", "/tmp"]
-    for path in _needed_under_tmp():  # the private /tmp would hide them (a venv or checkout under /tmp)
-        args += ["--ro-bind", path, path]
-    # /dev and its /dev/shm are bwrap's own tmpfs: read-only, so that /tmp is the only writable place.
-    args += ["--remount-ro", "/dev", "--chdir", "/tmp", "--clearenv"]
+            "--unshare-uts", "--unshare-cgroup-try"]
+    view = filesystem_view()
+    under_tmp = lambda path: path == "/tmp" or path.startswith("/tmp/")  # noqa: E731
+    args += _view_args(view, lambda path: not under_tmp(path))
+    args += ["--dev", "/dev", "--proc", "/proc", "--size", str(scratch_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    args += _view_args(view, under_tmp)  # after the private /tmp, which would hide them (a venv under /tmp)
+    # The root (bwrap's own tmpfs), /dev and its /dev/shm read-only, so that /tmp is the only writable place.
+    args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/tmp", "--clearenv"]
     for key, value in ZYGOTE_ENV.items():
         args += ["--setenv", key, value]
     if os.geteuid() == 0:
@@ -156,17 +259,30 @@ def _bwrap_args(scratch_mb: int, setuid: bool) -> list[str]:
     return args + ["--"]
 
 
-def _needed_under_tmp() -> list[str]:
-    """The interpreter, its libraries and our package, where they live under /tmp (outermost paths only)."""
-    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
-                  _PACKAGE_PARENT, *sys.path}
-    under_tmp = sorted(os.path.realpath(p) for p in candidates
-                       if p and os.path.realpath(p).startswith("/tmp/") and os.path.exists(p))
-    outermost: list[str] = []
-    for path in under_tmp:
-        if not any(path == kept or path.startswith(kept + "/") for kept in outermost):
-            outermost.append(path)
-    return outermost
+def _view_args(view: FilesystemView, chosen) -> list[str]:
+    """bwrap options making the `chosen` part of the view: the folders above each bind or symlink (mode
+    0755, so that uid 65534 can pass: bwrap would make them 0700), then the symlinks and the binds."""
+    places = [b for b in view.binds if chosen(b)]
+    links = [(target, where) for target, where in view.symlinks if chosen(where)]
+    parents = sorted({str(p) for place in [*places, *(where for _, where in links)] for p in Path(place).parents
+                      if str(p) not in ("/", "/tmp") and chosen(str(p))})
+    perms = ["--perms", "0755"] if _bwrap_has_perms() else []
+    args = [arg for parent in parents for arg in (*perms, "--dir", parent)]
+    for target, where in links:
+        args += ["--symlink", target, where]
+    for place in places:
+        args += ["--ro-bind", place, place]
+    return args
+
+
+@functools.lru_cache(maxsize=1)
+def _bwrap_has_perms() -> bool:
+    """bubblewrap >= 0.5 knows --perms; older ones make folders with 0755 less the umask."""
+    try:
+        helptext = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--perms" in helptext
 
 
 @functools.lru_cache(maxsize=1)
@@ -175,7 +291,8 @@ def bwrap_works() -> bool:
     if shutil.which("bwrap") is None:
         return False
     try:
-        probe = subprocess.run([*_bwrap_args(1, setuid=False), "/bin/true"], capture_output=True, timeout=20)
+        probe = subprocess.run([*_bwrap_args(1, setuid=False), sys.executable, "-S", "-c", ""],
+                               capture_output=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return False
     if probe.returncode != 0:

@@ -4,9 +4,10 @@
     mmos eval --model DIR --benchmarks gsm8k,svamp        (any model folder, outside a run's stages)
 
 For each model (`eval.models`: the run's base model, with `eval.base_prompt`, and the model stage 05
-trained, with `eval.trained_prompt`) and each benchmark in `eval.benchmarks`, the problems go through
-the same Ray Data engine actors and sandbox pool as stage 01 (`stages.sample._Sampler`), `eval.num_samples`
-per problem (1 with temperature 0 = greedy pass@1), written as resumable parts under
+trained, with `eval.trained_prompt`; or `eval.engine.model` alone) and each benchmark in `eval.benchmarks`,
+the problems go through the same Ray Data engine actors, trajectory loop and sandbox pool as stage 01
+(`stages.sample.Sampler`) with `eval.generation` (the shared `generation` section and eval's own keys),
+`eval.num_samples` per problem (1 with temperature 0 = greedy pass@1), written as resumable parts under
 `06_eval/<model>/`. Answers are graded in the sandboxed grader (`eval.grader`); GSM-HARD and generated
 sets (`mmos generate`), whose labels programs computed, are also scored on the last program output
 (mmos-method.md §2.7). `metrics.json` holds, per model and benchmark, pass@1
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mmos_ray import storage
-from mmos_ray.config import EvalConfig, PathsConfig, SampleConfig
+from mmos_ray.config import EvalConfig, GenerationConfig, PathsConfig, SampleConfig
 from mmos_ray.core.answers import extract_answer, extract_program_output, normalize_answer
 from mmos_ray.core.grading import GRADER_VERSION
 from mmos_ray.core.metrics import breakdown, summarize
@@ -48,7 +49,7 @@ def run(eval: EvalConfig, sample: SampleConfig, paths: PathsConfig, stage_dir: P
 def evaluate(eval: EvalConfig, sample: SampleConfig, paths: PathsConfig, stage_dir: Path,  # noqa: A002
              models: dict[str, tuple[str, str]]) -> dict[str, Any]:
     """Evaluate {label: (model path, prompt style)}; write metrics.json; return the manifest facts."""
-    from mmos_ray.stages.cluster import ensure_ray
+    from mmos_ray.cluster.resources import ensure_ray
 
     problems = _problems(eval, paths)
     ensure_ray()
@@ -74,12 +75,14 @@ def evaluate(eval: EvalConfig, sample: SampleConfig, paths: PathsConfig, stage_d
 
 
 def _models(eval: EvalConfig, paths: PathsConfig, run_dir: Path) -> dict[str, tuple[str, str]]:
-    trained = storage.read_manifest(run_dir / "05_train")
+    if eval.engine.model:
+        return {"model": (resolve(eval.engine.model, paths), eval.trained_prompt)}
+    trained = storage.read_manifest(storage.RunLayout(run_dir).train)
     if trained is None:
-        raise RuntimeError(f"eval: {run_dir / '05_train'} has no manifest; run the train stage first")
+        raise RuntimeError(f"eval: {storage.RunLayout(run_dir).train} has no manifest; run the train stage first")
     models = {}
     if "base" in eval.models:
-        models["base"] = (trained["base_model"], eval.base_prompt)
+        models["base"] = (trained["base_model"], eval.base_prompt or eval.generation.prompt)
     if "trained" in eval.models:
         if trained.get("trained"):
             models["trained"] = (trained["model"], eval.trained_prompt)
@@ -100,20 +103,20 @@ def _problems(eval: EvalConfig, paths: PathsConfig) -> list[Problem]:
 
 
 def _sampling(eval: EvalConfig) -> dict[str, Any]:
-    return {"num_samples": eval.num_samples, "temperature": eval.temperature, "top_p": eval.top_p,
-            "max_tokens": eval.max_tokens, "max_rounds": eval.max_rounds, "seed": eval.seed}
+    return {"num_samples": eval.num_samples, **eval.generation.model_dump(exclude={"prompt"})}
+
+
+def generation_for(eval: EvalConfig, prompt: str) -> GenerationConfig:  # noqa: A002
+    """`eval.generation` with the prompt of the model being evaluated."""
+    return GenerationConfig.model_validate({**eval.generation.model_dump(), "prompt": prompt})
 
 
 def _sample(eval: EvalConfig, sample: SampleConfig, out: Path, model: str, prompt: str,
             problems: list[Problem]) -> list[Trajectory]:
-    from mmos_ray.stages.sample import _Sampler, read_trajectories
+    from mmos_ray.stages.sample import Sampler, read_trajectories
 
     out.mkdir(parents=True, exist_ok=True)
-    config = sample.model_copy(update={
-        "model": model, "prompt": prompt, "num_samples": eval.num_samples, "temperature": eval.temperature,
-        "top_p": eval.top_p if eval.temperature > 0 else 1.0, "max_tokens": eval.max_tokens,
-        "max_rounds": eval.max_rounds, "seed": eval.seed, "batch_size": eval.batch_size})
-    sampler = _Sampler(config, model, out, len(problems))
+    sampler = Sampler(sample, generation_for(eval, prompt), eval.engine, model, out, batch_size=eval.batch_size)
     try:
         sampler.sample([(p, i) for p in problems for i in range(eval.num_samples)])
     finally:
@@ -132,7 +135,7 @@ def _grade(eval: EvalConfig, problems: list[Problem], trajectories: list[Traject
         problem = by_id[t.problem_id]
         output = extract_program_output(t.text)
         rows.append({"problem_id": t.problem_id, "benchmark": _benchmark(problem), "sample_idx": t.sample_idx,
-                     "answer": extract_answer(t.text, normalize=compat), "gold": _gold(problem, compat),
+                     "answer": extract_answer(t.text, normalize=compat), "gold": problem.gold_for(eval.grader),
                      "program_output": normalize_answer(output.splitlines()[-1]) if output.strip() else "",
                      "finish_reason": t.finish_reason, "num_tokens": t.num_tokens, "rounds": t.rounds,
                      "timeout": TIMEOUT_MARK in t.text, "error": t.error, "prompt_version": t.prompt_version,
@@ -199,10 +202,6 @@ def _metrics(problems: list[Problem], graded: list[dict], n: int) -> dict[str, d
 
 def _benchmark(problem: Problem) -> str:
     return f"{problem.dataset}/{problem.split}"
-
-
-def _gold(problem: Problem, compat: bool) -> str:
-    return problem.gold if compat else problem.meta.get("gold_raw", problem.gold)
 
 
 def read_metrics(stage_dir: Path) -> dict[str, Any]:

@@ -27,22 +27,21 @@ from mmos_ray import storage
 from mmos_ray.config import MinimizeConfig, PathsConfig
 from mmos_ray.core.canonical import mmos_key
 from mmos_ray.core.selection import Candidate, random_ranks, rank_paths
-from mmos_ray.stages.cluster import ensure_ray
+from mmos_ray.cluster.resources import ensure_ray
 
 logger = logging.getLogger(__name__)
 
-RANKED = "ranked.parquet"
 _KEEP = ("problem_id", "sample_idx", "seed", "model", "prompt_version", "text", "pred", "fingerprint")
 COLUMNS = (*_KEEP, "rank", "count", "selected")
 
 
 def run(minimize: MinimizeConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, Any]:
-    usable = _usable_paths(stage_dir.parent / "02_verify")
+    usable = _usable_paths(storage.RunLayout.of_stage(stage_dir).verify)
     sizes_for = sorted({*minimize.sweep, minimize.k})
     if usable.empty:
         logger.warning("minimize: no path is both correct and executable: the minimal sets are empty "
                        "(sample more, use a stronger model, or check the grader and the sandbox)")
-        storage.write_parquet(stage_dir / RANKED, [], empty_columns=COLUMNS)
+        storage.write_parquet(stage_dir / storage.RunLayout.RANKED, [], empty_columns=COLUMNS)
         return {"counts": {"usable_paths": 0, "problems": 0, "distinct": 0, "selected": 0}, "k": minimize.k,
                 "selection": minimize.selection, "seed": minimize.seed,
                 "set_size_by_k": [{"k": k, "size": 0} for k in sizes_for]}
@@ -62,7 +61,7 @@ def run(minimize: MinimizeConfig, paths: PathsConfig, stage_dir: Path) -> dict[s
     ranked = ranks.merge(usable[list(_KEEP)], on=["problem_id", "sample_idx"], how="left")[list(COLUMNS[:-1])]
     ranked = ranked.sort_values(["problem_id", "rank"], kind="stable").reset_index(drop=True)
     ranked["selected"] = ranked["rank"] <= minimize.k
-    storage.write_table(stage_dir / RANKED, pa.Table.from_pandas(ranked, preserve_index=False))
+    storage.write_table(stage_dir / storage.RunLayout.RANKED, pa.Table.from_pandas(ranked, preserve_index=False))
     selected = int(ranked["selected"].sum())
     logger.info("minimize: %d problems, %d distinct correct paths, %d selected at k=%d",
                 ranked["problem_id"].nunique(), len(ranked), selected, minimize.k)
@@ -74,7 +73,7 @@ def run(minimize: MinimizeConfig, paths: PathsConfig, stage_dir: Path) -> dict[s
 
 def _usable_paths(verify_dir: Path) -> pd.DataFrame:
     """The correct, executable paths of stage 02 (only the columns stage 03 needs)."""
-    parts = sorted(verify_dir.glob("part-*.parquet"))
+    parts = storage.part_files(verify_dir)
     columns = [*_KEEP, "canonical_key", "correct", "exec_ok"]
     if not parts:
         return pd.DataFrame(columns=columns)

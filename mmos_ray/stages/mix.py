@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 
 def run(mix_cfg: MixConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, Any]:
     run_dir = stage_dir.parent
-    problems = {p["id"]: Problem.from_row(p) for p in storage.read_parquet(run_dir / "00_prepare/problems.parquet")}
-    ranked = storage.read_parquet(run_dir / "03_minimize/ranked.parquet")
+    layout = storage.RunLayout(run_dir)
+    problems = {p["id"]: Problem.from_row(p) for p in storage.read_parquet(layout.problems)}
+    ranked = storage.read_parquet(layout.ranked)
     selected = [r for r in ranked if r["selected"]]
     by_source: dict[str, list[dict]] = {}
     for row in selected:
@@ -56,14 +57,14 @@ def run(mix_cfg: MixConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, An
     if not sft:
         logger.warning("mix: the SFT set is empty (%d selected paths, %d removed by decontamination); the data "
                        "card shows where the funnel ran dry", len(selected), len(removed))
-    storage.write_parquet(stage_dir / "sft.parquet", sft, empty_columns=SFT_COLUMNS)
+    storage.write_parquet(stage_dir / layout.SFT, sft, empty_columns=SFT_COLUMNS)
     storage.write_text(stage_dir / "sft.jsonl", "".join(
         json.dumps({"idx": i, "prompt": r["prompt"], "completion": r["completion"]}, ensure_ascii=False) + "\n"
         for i, r in enumerate(sft)))
     storage.write_json(stage_dir / "decontamination.json", {"ngram": mix_cfg.ngram, "eval_sets": eval_sets,
                                                            "removed": removed, "by_eval_set": removal_summary(removed)})
     card = _data_card(run_dir, problems, ranked, by_source, mixed, kept, mix_cfg, eval_sets, len(removed))
-    storage.write_json(stage_dir / "data_card.json", card)
+    storage.write_json(stage_dir / layout.DATA_CARD, card)
     storage.write_text(stage_dir / "data_card.md", _card_markdown(card))
     logger.info("mix: %d SFT examples from %d sources (%d removed by decontamination)", len(sft), len(kept),
                 len(removed))
@@ -116,9 +117,7 @@ def _evaluation_questions(paths: PathsConfig, only: list[str] | None) -> tuple[l
 
 
 def _data_card(run_dir: Path, problems, ranked, by_source, mixed, kept, mix_cfg, eval_sets, removed) -> dict:
-    from mmos_ray.stages.sample import read_trajectories
-    from mmos_ray.stages.verify import read_verified
-
+    layout = storage.RunLayout(run_dir)
     funnel: dict[str, Counter] = {}
 
     def count(source: str, key: str, n: int = 1) -> None:
@@ -126,9 +125,9 @@ def _data_card(run_dir: Path, problems, ranked, by_source, mixed, kept, mix_cfg,
 
     for pid in problems:
         count(_source(pid), "problems")
-    for t in read_trajectories(run_dir / "01_sample"):
-        count(_source(t.problem_id), "samples")
-    for r in read_verified(run_dir / "02_verify"):
+    for r in storage.read_parts(layout.sample):
+        count(_source(r["problem_id"]), "samples")
+    for r in storage.read_parts(layout.verify):
         count(_source(r["problem_id"]), "correct", int(r["correct"]))
         count(_source(r["problem_id"]), "executable", int(r["correct"] and r["exec_ok"]))
     for r in ranked:
@@ -137,18 +136,18 @@ def _data_card(run_dir: Path, problems, ranked, by_source, mixed, kept, mix_cfg,
         count(source, "selected", len(by_source.get(source, [])))
         count(source, "mixed", len(mixed.get(source, [])))
         count(source, "after_decontamination", len(kept.get(source, [])))
-    manifests = {stage: storage.read_manifest(run_dir / stage) or {} for stage in
-                 ("00_prepare", "01_sample", "02_verify", "03_minimize")}
+    sampled, verified, minimized = (storage.read_manifest(stage) or {} for stage in
+                                    (layout.sample, layout.verify, layout.minimize))
     order = ("problems", "samples", "correct", "executable", "distinct", "selected", "mixed", "after_decontamination")
     return {"funnel": {s: {k: funnel[s][k] for k in order} for s in sorted(funnel)},
-            "k": manifests["03_minimize"].get("k"), "selection": manifests["03_minimize"].get("selection"),
-            "set_size_by_k": manifests["03_minimize"].get("set_size_by_k"),
+            "k": minimized.get("k"), "selection": minimized.get("selection"),
+            "set_size_by_k": minimized.get("set_size_by_k"),
             "seeds": {"sample": _sample_seed(run_dir),
-                      "minimize": manifests["03_minimize"].get("seed"), "mix": mix_cfg.seed},
+                      "minimize": minimized.get("seed"), "mix": mix_cfg.seed},
             "rates": mix_cfg.rates, "decontamination": {"ngram": mix_cfg.ngram, "eval_sets": eval_sets,
                                                         "removed": removed} if mix_cfg.decontaminate else None,
-            "model": manifests["01_sample"].get("model"), "prompt_version": manifests["01_sample"].get("prompt_version"),
-            "grader": manifests["02_verify"].get("grader"), "versions": manifests["01_sample"].get("versions"),
+            "model": sampled.get("model"), "prompt_version": sampled.get("prompt_version"),
+            "grader": verified.get("grader"), "versions": sampled.get("versions"),
             "licence_note": "ASDiv and TabMWP are licensed for non-commercial use only."}
 
 

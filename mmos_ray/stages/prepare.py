@@ -20,8 +20,6 @@ from mmos_ray.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
-PROBLEMS_FILE = "problems.parquet"
-
 
 def run(sample: SampleConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, Any]:
     problems = []
@@ -37,8 +35,8 @@ def run(sample: SampleConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, 
     if len(set(ids)) != len(ids):
         raise DataError("sample.sources lists the same dataset split twice; give each split once "
                         "(use `limit` to take fewer problems)")
-    storage.write_parquet(stage_dir / PROBLEMS_FILE, [p.to_row() for p in problems])
-    model = resolve_model(sample.model, paths.models_dir, allow_hub=paths.hub_models)
-    logger.info("prepare: model %s -> %s", sample.model, model)
+    storage.write_parquet(stage_dir / storage.RunLayout.PROBLEMS, [p.to_row() for p in problems])
+    model = resolve_model(sample.engine.model, paths.models_dir, allow_hub=paths.hub_models)
+    logger.info("prepare: model %s -> %s", sample.engine.model, model)
     return {"counts": {"problems": len(problems), **{f"problems:{k}": v for k, v in per_source.items()}},
-            "model": {"name": sample.model, "path": model}}
+            "model": {"name": sample.engine.model, "path": model}}

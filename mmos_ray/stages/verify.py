@@ -15,7 +15,7 @@ actors, one per CPU slot, each with its own sandbox and grader, `verify.batch_si
 A rerun skips input parts already verified. Each output part is named after its input part and written
 by the driver alone, so a call retried after its actor (or the actor's node) was lost rewrites the same
 file: no (problem, sample) is lost or written twice. On a cluster the actors ask for one `sandbox` each
-(the CPU worker group of `ray_cluster.yaml`) as `verify.custom_resources` says (see `stages.cluster`);
+(the CPU worker group of `ray_cluster.yaml`) as `verify.custom_resources` says (see `cluster.resources`);
 Ray restarts a lost actor (up to 3 times) where that resource is, and retries its call.
 """
 
@@ -34,19 +34,20 @@ from mmos_ray.config import PathsConfig, VerifyConfig
 from mmos_ray.core.answers import extract_answer
 from mmos_ray.core.canonical import canonical_key, segments
 from mmos_ray.core.records import Problem, Trajectory, Verification
-from mmos_ray.core.tir import format_observation
-from mmos_ray.stages.cluster import custom_resource, ensure_ray, nodes_offering
+from mmos_ray.core.tir import RoundRules
+from mmos_ray.cluster.resources import custom_resource, ensure_ray, nodes_offering
+from mmos_ray.cluster.sandbox_pool import describe_sandbox
 
 logger = logging.getLogger(__name__)
 
 
 def run(verify: VerifyConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, Any]:
-    run_dir = stage_dir.parent
-    problems = {p["id"]: Problem.from_row(p) for p in storage.read_parquet(run_dir / "00_prepare/problems.parquet")}
-    golds = {pid: (p.gold, p.meta.get("gold_raw", p.gold)) for pid, p in problems.items()}
-    observation = (storage.read_manifest(run_dir / "01_sample") or {}).get("observation",
+    layout = storage.RunLayout.of_stage(stage_dir)
+    problems = {p["id"]: Problem.from_row(p) for p in storage.read_parquet(layout.problems)}
+    golds = {pid: p.gold_for(verify.grader) for pid, p in problems.items()}
+    observation = (storage.read_manifest(layout.sample) or {}).get("observation",
                                                                           {"mode": "full", "chars": 512})
-    inputs = sorted((run_dir / "01_sample").glob("part-*.parquet"))
+    inputs = storage.part_files(layout.sample)
     todo = [part for part in inputs if not (stage_dir / part.name).exists()]
     logger.info("verify: %d parts to verify (%d done before)", len(todo), len(inputs) - len(todo))
     if todo:
@@ -69,25 +70,15 @@ def run(verify: VerifyConfig, paths: PathsConfig, stage_dir: Path) -> dict[str, 
             logger.info("verify: %d trajectories verified, %.1f/s", done_rows, done_rows / (time.monotonic() - started))
         for actor in actors:
             ray.kill(actor)
-    rows = read_verified(stage_dir)
+    rows = storage.read_parts(stage_dir)
     usable = [r for r in rows if r["correct"] and r["exec_ok"]]
     return {"counts": {"trajectories": len(rows), "correct": sum(r["correct"] for r in rows),
                        "exec_ok": sum(r["exec_ok"] for r in rows), "correct_and_exec_ok": len(usable),
                        "outputs_match": sum(r["outputs_match"] for r in rows),
                        "unparsable_blocks": sum(r["unparsable_blocks"] for r in rows),
                        "distinct_correct": len({(r["problem_id"], r["fingerprint"]) for r in usable})},
+            "sandbox": describe_sandbox(verify.custom_resources),  # report.md warns when degraded
             "grader": verify.grader, "observation": observation}
-
-
-def read_verified(stage_dir: Path) -> list[dict]:
-    """Every verified (problem, sample) once (the first part, in name order, holding it wins)."""
-    rows, seen = [], set()
-    for part in sorted(Path(stage_dir).glob("part-*.parquet")):
-        for row in storage.read_parquet(part):
-            if (row["problem_id"], row["sample_idx"]) not in seen:
-                seen.add((row["problem_id"], row["sample_idx"]))
-                rows.append(row)
-    return rows
 
 
 def _default_workers(resources: dict) -> int:
@@ -110,7 +101,7 @@ def _calls(parts: list[Path], batch_size: int):
             yield (part.name, index, len(chunks)), chunk
 
 
-def _golds_for(rows: list[dict], golds: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+def _golds_for(rows: list[dict], golds: dict[str, str]) -> dict[str, str]:
     return {r["problem_id"]: golds[r["problem_id"]] for r in rows if r["problem_id"] in golds}
 
 
@@ -126,18 +117,18 @@ class VerifyActor:
         from mmos_ray.sandbox.grader import Grader
 
         self.cfg = VerifyConfig.model_validate(config)
-        self.observation = observation
+        self.rules = RoundRules(observation=observation["mode"], observation_chars=observation["chars"])
         self.sandbox = Sandbox(workers=1, limits=Limits(timeout_s=self.cfg.timeout_s))
         self.grader = Grader(self.cfg.grader, sandbox=self.sandbox)
 
-    def verify(self, key: Any, rows: list[dict], golds: dict[str, tuple[str, str]]) -> tuple[Any, list[dict]]:
+    def verify(self, key: Any, rows: list[dict], golds: dict[str, str]) -> tuple[Any, list[dict]]:
         """The rows verified, in key order, returned with the caller's `key`."""
         trajectories = sorted((Trajectory.from_row(r) for r in rows), key=lambda t: t.key)
         per_path = [segments(t.text) for t in trajectories]
         results = iter(self.sandbox.execute_many([code for pairs in per_path for code, _ in pairs]))
         compat = self.cfg.grader == "compat"
         preds = [extract_answer(t.text, normalize=compat) for t in trajectories]
-        gold = [golds.get(t.problem_id, ("", ""))[0 if compat else 1] for t in trajectories]
+        gold = [golds.get(t.problem_id, "") for t in trajectories]
         verdicts = self.grader.grade_many(list(zip(preds, gold)))
         out = []
         for trajectory, pairs, pred, verdict in zip(trajectories, per_path, preds, verdicts):
@@ -155,5 +146,4 @@ class VerifyActor:
         return key, out
 
     def _observed(self, result) -> str:
-        return format_observation(result.stdout, result.error, max_chars=self.observation["chars"],
-                                  compat=self.observation["mode"] == "compat")
+        return self.rules.observe(result.stdout, result.error)

@@ -44,8 +44,8 @@ def test_a_missing_generated_file_or_model_fails_before_the_audit_runs(tmp_path,
 def test_audit_with_a_model_scores_gsm_hard_and_a_generated_set_side_by_side(tmp_path, data_dir):
     out = tmp_path / "audit"
     mmos("audit", "gsm-hard", "--model", "tiny", "--limit", "4", "--out", str(out), "--data-dir", str(data_dir),
-         "--set", "eval.num_samples=1", "--set", "eval.temperature=0", "--set", "eval.max_tokens=32",
-         "--set", "eval.max_rounds=1", cwd=tmp_path)
+         "--set", "eval.num_samples=1", "--set", "eval.generation.temperature=0", "--set", "eval.generation.max_tokens=32",
+         "--set", "eval.generation.max_rounds=1", cwd=tmp_path)
     audit = json.loads((out / "audit.json").read_text())
     table = {row["benchmark"]: row for row in audit["side_by_side"]}
     generated = next(name for name in table if name.startswith("generated/"))

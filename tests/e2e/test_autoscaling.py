@@ -116,9 +116,9 @@ def drive() -> None:
     from ray._private.state import state
 
     from mmos_ray.sandbox import Limits
-    from mmos_ray.stages.cluster import custom_resource
+    from mmos_ray.cluster.resources import custom_resource
     from mmos_ray.stages.sample import _engine_resources
-    from mmos_ray.stages.sandbox_pool import SandboxPool
+    from mmos_ray.cluster.sandbox_pool import SandboxPool
 
     ray.init(logging_level="WARNING")
     facts = {"before": ray.cluster_resources(), "auto_before": custom_resource("sandbox", "auto")}

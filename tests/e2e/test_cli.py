@@ -61,33 +61,33 @@ def test_config_typo_fails_with_the_key_path(tmp_path):
 
 SMALL_RUN = ["--set", "sample.sources=[{dataset: gsm8k, split: train, limit: 16}]",
              "--set", "eval.benchmarks=[{dataset: svamp, limit: 2}]",
-             "--set", "sample.model=tiny", "--set", "sample.prompt=train", "--set", "sample.num_samples=1",
-             "--set", "sample.max_tokens=32", "--set", "sample.max_rounds=1",
+             "--set", "sample.engine.model=tiny", "--set", "sample.generation.prompt=train", "--set", "sample.num_samples=1",
+             "--set", "sample.generation.max_tokens=32", "--set", "sample.generation.max_rounds=1",
              "--set", "train.base_model=tiny"]
 
 
 def test_prepare_fixes_problems_skips_and_redoes(tmp_path, data_dir):
-    args = ["prepare", "--set", "sample.model=tiny", "--set", "sample.sources=[{dataset: gsm8k, split: test, limit: 5}, "
+    args = ["prepare", "--set", "sample.engine.model=tiny", "--set", "sample.sources=[{dataset: gsm8k, split: test, limit: 5}, "
             "{dataset: math, split: test, limit: 3}]", "--set", f"paths.data_dir={data_dir}"]
     first = mmos(*args, cwd=tmp_path)
     assert "00_prepare: done" in first.stdout
-    stage = tmp_path / "runs/quickstart/00_prepare"
+    stage = storage.RunLayout(tmp_path / "runs/quickstart").prepare
     manifest = storage.read_manifest(stage)
     assert manifest["counts"] == {"problems": 8, "problems:gsm8k/test": 5, "problems:math/test": 3}
     assert Path(manifest["model"]["path"]) == tmp_path / "models/tiny"
     ids = pq.read_table(stage / "problems.parquet").column("id").to_pylist()
     assert ids == [f"gsm8k/test/{i}" for i in range(5)] + [f"math/test/{i}" for i in range(3)]
     assert "00_prepare: skipped" in mmos(*args, cwd=tmp_path).stdout
-    (stage / "part-stale.parquet").write_text("written under the old config")
-    assert "00_prepare: done" in mmos(*args, "--set", "sample.seed=1", cwd=tmp_path).stdout
-    assert not (stage / "part-stale.parquet").exists()  # a changed config never reuses old outputs
+    storage.part_file(stage, "stale").write_text("written under the old config")
+    assert "00_prepare: done" in mmos(*args, "--set", "sample.generation.seed=1", cwd=tmp_path).stdout
+    assert not storage.part_file(stage, "stale").exists()  # a changed config never reuses old outputs
 
 
 def test_run_runs_the_stages_and_fresh_starts_over(tmp_path, data_dir):
     args = ["run", *SMALL_RUN, "--set", "sample.sources.0.limit=2", "--set", f"paths.data_dir={data_dir}"]
     first = mmos(*args, cwd=tmp_path)
     assert "00_prepare: done" in first.stdout and "01_sample: done" in first.stdout
-    assert storage.read_manifest(tmp_path / "runs/quickstart/01_sample")["counts"]["samples"] == 2
+    assert storage.read_manifest(storage.RunLayout(tmp_path / "runs/quickstart").sample)["counts"]["samples"] == 2
     second = mmos(*args, cwd=tmp_path)
     assert "00_prepare: skipped" in second.stdout and "01_sample: skipped" in second.stdout
     marker = tmp_path / "runs/quickstart/marker"
@@ -99,11 +99,11 @@ def test_run_runs_the_stages_and_fresh_starts_over(tmp_path, data_dir):
 def test_run_with_a_bad_source_fails_cleanly_and_writes_no_manifest(tmp_path):
     (tmp_path / "data/gsm8k").mkdir(parents=True)
     (tmp_path / "data/gsm8k/train.jsonl").write_text('{"question": "q", "answer": "#### 3"}\n{"question": "q2"}\n')
-    out = mmos("prepare", "--set", "sample.model=tiny", "--set", f"paths.data_dir={tmp_path / 'data'}",
+    out = mmos("prepare", "--set", "sample.engine.model=tiny", "--set", f"paths.data_dir={tmp_path / 'data'}",
                "--set", "sample.sources=[{dataset: gsm8k, split: train}]", cwd=tmp_path, check=False)
     assert out.returncode == 2
     assert "train.jsonl:2: missing field 'answer', which dataset 'gsm8k' needs" in out.stderr
-    assert storage.read_manifest(tmp_path / "runs/quickstart/00_prepare") is None
+    assert storage.read_manifest(storage.RunLayout(tmp_path / "runs/quickstart").prepare) is None
 
 
 def test_grade_shows_both_modes_and_the_disagreement(tmp_path):

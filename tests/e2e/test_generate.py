@@ -41,13 +41,13 @@ def test_generate_reads_a_runs_verified_paths(tmp_path):
 
     question = "Janet's ducks lay 16 eggs a day. She eats 3 and sells the rest at $2 each. How much does she make?"
     problem = Problem("gsm8k/test/0", "gsm8k", "test", question, "26")
-    storage.write_parquet(tmp_path / "run/00_prepare/problems.parquet", [problem.to_row()])
+    storage.write_parquet(storage.RunLayout(tmp_path / "run").problems, [problem.to_row()])
     paths = ["```python\nprint((16 - 3) * 2)\n```\n```output\n26\n```\n\\boxed{26}",
              "```python\neggs = 16 - 3\nmoney = eggs * 2\nprint(money)\n```\n```output\n26\n```\n\\boxed{26}",
              "```python\nprint(26)\n```\n```output\n26\n```\n\\boxed{26}"]  # a wrong-structure path: not verified
     rows = [{"problem_id": problem.id, "sample_idx": i, "text": text, "correct": i < 2, "exec_ok": True}
             for i, text in enumerate(paths)]
-    storage.write_parquet(tmp_path / "run/02_verify/part-00000.parquet", rows)
+    storage.write_parquet(storage.part_file(storage.RunLayout(tmp_path / "run").verify, "00000"), rows)
     summary = pipeline.generate(str(tmp_path / "run"), "similar", tmp_path / "out.jsonl", seed=1)
     assert (summary["problems"], summary["accepted"]) == (1, 1), summary
     row = json.loads((tmp_path / "out.jsonl").read_text())

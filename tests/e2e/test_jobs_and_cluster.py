@@ -18,7 +18,7 @@ def test_jobs_all_runs_the_pipeline(tmp_path, data_dir):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "00_prepare done {'problems': 2" in out.stdout and "01_sample done" in out.stdout
-    assert storage.read_manifest(tmp_path / "runs/quickstart/01_sample")["counts"]["samples"] == 2
+    assert storage.read_manifest(storage.RunLayout(tmp_path / "runs/quickstart").sample)["counts"]["samples"] == 2
 
 
 def test_ray_cluster_yaml_is_valid_for_the_cluster_launcher():

@@ -163,8 +163,8 @@ def test_mmos_submit_runs_the_pipeline_with_the_sandbox_on_the_second_node(clust
     assert "submitted job raysubmit_" in out.stdout and out.stdout.rstrip().endswith("SUCCEEDED")
     assert "02_verify done {'trajectories': 2" in out.stdout  # the job's logs, streamed
     run = run_root / "runs/quickstart"
-    assert storage.read_manifest(run / "01_sample")["counts"]["samples"] == 2
-    assert storage.read_manifest(run / "02_verify")["counts"]["trajectories"] == 2
+    assert storage.read_manifest(storage.RunLayout(run).sample)["counts"]["samples"] == 2
+    assert storage.read_manifest(storage.RunLayout(run).verify)["counts"]["trajectories"] == 2
     sandbox_actors = _ray_list(cluster, "actors", "--filter", "class_name=SandboxActor")
     sandbox_nodes = {node["node_id"] for node in _ray_list(cluster, "nodes")
                      if "sandbox" in node["resources_total"]}
@@ -190,7 +190,7 @@ def test_ray_job_submit_continues_the_run_and_mmos_follows_it(cluster, run_root,
     status = _mmos(cluster, "status", job_id)
     assert f"{job_id}: SUCCEEDED" in status.stdout and "jobs/03_minimize.py" in status.stdout
     assert "03_minimize done" in _mmos(cluster, "logs", job_id).stdout
-    assert storage.read_manifest(run_root / "runs/quickstart/03_minimize") is not None
+    assert storage.read_manifest(storage.RunLayout(run_root / "runs/quickstart").minimize) is not None
 
 
 def test_a_missing_or_wrong_token_is_refused_with_the_fix(cluster, tmp_path):

@@ -76,12 +76,12 @@ class Nodes:
 
 def _stand_in_sampler(sample, paths, stage_dir: Path) -> dict:
     """Stage 01 without a model: SAMPLES slow trajectories per problem, PER_PART to a part."""
-    problems = storage.read_parquet(stage_dir.parent / "00_prepare/problems.parquet")
+    problems = storage.read_parquet(storage.RunLayout.of_stage(stage_dir).problems)
     rows = [Trajectory(problem_id=p["id"], sample_idx=i, seed=i, model="stand-in", prompt_version="train",
                        text=SLOW_PATH.format(answer=p["gold"]), rounds=1, finish_reason="boxed", num_tokens=1,
                        num_prompt_tokens=1, executions=1).to_row() for p in problems for i in range(SAMPLES)]
     for start in range(0, len(rows), PER_PART):
-        storage.write_parquet(stage_dir / f"part-{start // PER_PART:04d}.parquet", rows[start:start + PER_PART])
+        storage.write_parquet(storage.part_file(stage_dir, f"{start // PER_PART:04d}"), rows[start:start + PER_PART])
     return {"counts": {"problems": len(problems), "samples": len(rows)}, "observation": {"mode": "full", "chars": 512}}
 
 
@@ -92,7 +92,7 @@ def _job_log(text: str) -> str:
 
 def _keys(stage_dir: Path) -> list[tuple[str, int]]:
     """Every row's (problem, sample) in the stage's parts, duplicates included (read raw, not deduplicated)."""
-    return [(row["problem_id"], row["sample_idx"]) for part in sorted(stage_dir.glob("part-*.parquet"))
+    return [(row["problem_id"], row["sample_idx"]) for part in storage.part_files(stage_dir)
             for row in storage.read_parquet(part)]
 
 
@@ -100,14 +100,13 @@ def test_a_node_killed_during_verify_loses_and_duplicates_nothing(tmp_path, data
     no_model = tmp_path / "no-model"  # an existing folder is taken as the model: nothing is built or loaded
     no_model.mkdir()
     settings = [*_run_settings(tmp_path, data_dir), "--set", f"sample.sources.0.limit={PROBLEMS}",
-                "--set", f"sample.model={no_model}"]
+                "--set", f"sample.engine.model={no_model}"]
     cfg = load_config("configs/quickstart.yaml", settings[1::2])
     monkeypatch.setattr(sample_stage, "run", _stand_in_sampler)
     pipeline.sample(cfg)  # stages 00-01, here
-    run = cfg.run_dir
-    sampled = _keys(run / "01_sample")
+    sampled = _keys(cfg.layout.sample)
     assert len(sampled) == len(set(sampled)) == PROBLEMS * SAMPLES
-    parts = len(list((run / "01_sample").glob("part-*.parquet")))
+    parts = len(storage.part_files(cfg.layout.sample))
 
     nodes = Nodes()
     try:
@@ -119,11 +118,11 @@ def test_a_node_killed_during_verify_loses_and_duplicates_nothing(tmp_path, data
         assert out.returncode == 0, f"{out.stdout[-3000:]}\n{out.stderr[-2000:]}"
         job_id = next(word for word in out.stdout.split() if word.startswith("raysubmit_"))
 
-        verified = run / "02_verify"
+        verified = cfg.layout.verify
         deadline = time.monotonic() + 180
-        while not list(verified.glob("part-*.parquet")) and time.monotonic() < deadline:
+        while not storage.part_files(verified) and time.monotonic() < deadline:
             time.sleep(0.2)
-        done_at_kill = len(list(verified.glob("part-*.parquet")))
+        done_at_kill = len(storage.part_files(verified))
         assert 1 <= done_at_kill < parts, f"verify wrote {done_at_kill} of {parts} parts before the kill"
         assert _end_processes_marked(second, crash=True) > 0  # a crash: SIGKILL, by PID
         nodes.start_sandbox_node()  # the replacement: the lost actor restarts there

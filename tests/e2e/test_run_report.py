@@ -26,18 +26,19 @@ def test_run_goes_through_train_and_eval_and_writes_the_report(tmp_path, data_di
             "--set", f"train.data={tmp_path / 'sft.jsonl'}", "--set", "train.max_length=128",
             "--set", "train.global_batch_size=4", "--set", "train.micro_batch_size=1", "--set", "train.epochs=2",
             "--set", "eval.benchmarks=[{dataset: gsm8k, limit: 3}, {dataset: gsm-hard, limit: 2}]",
-            "--set", "eval.max_tokens=32", "--set", "eval.max_rounds=2", "--set", "eval.num_samples=2",
-            "--set", "eval.temperature=0.7"]
+            "--set", "eval.generation.max_tokens=32", "--set", "eval.generation.max_rounds=2", "--set", "eval.num_samples=2",
+            "--set", "eval.generation.temperature=0.7"]
     out = mmos(*args, cwd=tmp_path)
     run = tmp_path / "runs/quickstart"
-    for stage in ("00_prepare", "01_sample", "02_verify", "03_minimize", "04_mix", "05_train", "06_eval"):
+    layout = storage.RunLayout(run)
+    for stage in layout.STAGES:
         assert f"{stage}: done" in out.stdout
-        assert storage.read_manifest(run / stage) is not None
-    train = storage.read_manifest(run / "05_train")
+        assert storage.read_manifest(layout.stage(stage)) is not None
+    train = storage.read_manifest(layout.train)
     assert train["trained"] and train["counts"] == {"examples": 8, "steps": 4}
-    assert (run / "05_train/model/model.safetensors").exists()
+    assert (layout.model / "model.safetensors").exists()
 
-    metrics = json.loads((run / "06_eval/metrics.json").read_text())
+    metrics = json.loads(layout.metrics.read_text())
     assert set(metrics["models"]) == {"base", "trained"}
     assert metrics["models"]["base"]["prompt_version"] != metrics["models"]["trained"]["prompt_version"]
     assert metrics["grader"] == {"mode": "compat", "version": "1"}
@@ -49,7 +50,7 @@ def test_run_goes_through_train_and_eval_and_writes_the_report(tmp_path, data_di
         for values in benchmarks.values():
             assert {"pass@1", "pass@1_std", "pass@2", "maj@2", "timeouts", "empty_answers"} <= set(values)
         assert "program_output_accuracy" in benchmarks["gsm-hard/test"]
-        graded = storage.read_parquet(run / "06_eval" / label / "graded.parquet")
+        graded = storage.read_parquet(layout.eval / label / "graded.parquet")
         assert len(graded) == 10 and {r["benchmark"] for r in graded} == {"gsm8k/test", "gsm-hard/test"}
 
     report = (run / "report.md").read_text()
@@ -62,9 +63,9 @@ def test_run_goes_through_train_and_eval_and_writes_the_report(tmp_path, data_di
     again = mmos(*args, cwd=tmp_path)
     assert "06_eval: skipped" in again.stdout and "05_train: skipped" in again.stdout
 
-    trained = run / "05_train/model"
+    trained = layout.model
     alone = mmos("eval", *SMALL_RUN, "--set", f"paths.data_dir={data_dir}", "--model", str(trained),
-                 "--benchmarks", "svamp", "--set", "eval.max_tokens=16",
+                 "--benchmarks", "svamp", "--set", "eval.generation.max_tokens=16",
                  cwd=tmp_path)
     assert "| model | prompt | svamp/test | avg |" in alone.stdout and "| model | mmos-train-v1 |" in alone.stdout
     assert json.loads((run / "eval-model/metrics.json").read_text())["models"]["model"]["benchmarks"][

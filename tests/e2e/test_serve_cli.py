@@ -20,7 +20,7 @@ def test_mmos_serve_until_sigterm(tmp_path):
     env = {**os.environ, "MMOS_SERVE_API_KEY": "cli-key"}
     process = subprocess.Popen(
         [sys.executable, "-m", "mmos_ray", "serve", "--model", "tiny", "--port", str(port),
-         "--set", f"paths.models_dir={tmp_path / 'models'}", "--set", "serve.engine=hf"],
+         "--set", f"paths.models_dir={tmp_path / 'models'}", "--set", "serve.engine.backend=hf"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240

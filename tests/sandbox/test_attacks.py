@@ -1,7 +1,12 @@
 """One attack per test: each is contained, and the next program on the same server still runs correctly."""
 
+import json
 import os
+import secrets
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -10,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from mmos_ray.sandbox import Limits, Sandbox
+from mmos_ray.sandbox.isolation import FILESYSTEM_VIEW, NOBODY
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 LIMITS = Limits(timeout_s=2.0, memory_mb=1024, file_size_mb=8, max_processes=16)
 
@@ -70,11 +78,14 @@ def test_writing_a_100_mb_file(sandbox):
 
 
 def test_writing_outside_the_working_directory(sandbox):
-    needs(sandbox, "filesystem", "read-only root, private /tmp")
+    needs(sandbox, "filesystem", FILESYSTEM_VIEW)
     with tempfile.TemporaryDirectory(dir="/var/tmp") as host_dir:  # /tmp is the sandbox's own; /var/tmp is not
         target = Path(host_dir) / "escaped.txt"
         result = sandbox.execute(f"open({str(target)!r}, 'w').write('x')")
-        assert "Read-only file system" in result.error and not target.exists()
+        assert "No such file" in result.error and not target.exists()  # /var/tmp is not in the view
+    for place in ("/escaped.txt", str(PROJECT_ROOT / "mmos_ray" / "escaped.txt")):  # the view is read-only
+        result = sandbox.execute(f"open({place!r}, 'w').write('x')")
+        assert "Read-only file system" in result.error and not Path(place).exists(), result
     leak = sandbox.execute("open('/tmp/leak.txt', 'w').write('secret'); open('../up.txt', 'w').write('x')")
     after = sandbox.execute("import os\nprint(sorted(os.listdir('/tmp')), os.path.exists('/tmp/leak.txt'))")
     assert after.stdout.strip().endswith("False"), (leak, after)
@@ -173,3 +184,148 @@ def test_changing_module_state_a_later_program_could_see(sandbox):
     result = sandbox.execute("import json, fractions\nprint(json.dumps([1]), fractions.Fraction(1, 2))\n"
                              "print('LEAKED' in globals())")
     assert result.stdout == "[1] 1/2\nFalse\n"
+
+
+# Secrets of the host. Each test plants a bait (random name and content) where a secret would be, and the
+# program tries to read it and to list its folder. As root (these machines run as root) the bait is
+# readable by the caller, so only the sandbox's filesystem view keeps it out.
+READ_AND_LIST = ("import os\nfor path in {paths!r}:\n    try:\n        print('READ', open(path).read())\n"
+                 "    except OSError as exc:\n        print(type(exc).__name__, path)\n"
+                 "for folder in {folders!r}:\n    try:\n        print('LIST', folder, sorted(os.listdir(folder)))\n"
+                 "    except OSError as exc:\n        print(type(exc).__name__, folder)")
+
+
+def bait(folder: Path, mode: int = 0o600) -> tuple[Path, str]:
+    token = secrets.token_hex(8)
+    path = folder / f".mmos-test-bait-{secrets.token_hex(4)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return path, token
+
+
+def assert_unseen(stdout: str, path: Path, token: str):
+    """Neither read (its content) nor listed (its name), and the read failed for want of the file or the right."""
+    listings = [line for line in stdout.splitlines() if line.startswith("LIST ")]
+    assert token not in stdout and "READ" not in stdout and not any(path.name in line for line in listings), stdout
+    assert f"FileNotFoundError {path}" in stdout or f"PermissionError {path}" in stdout, stdout
+
+
+def test_reading_a_0600_file_in_the_callers_home(sandbox):
+    needs(sandbox, "filesystem", FILESYSTEM_VIEW)
+    path, token = bait(Path.home())
+    try:
+        result = sandbox.execute(READ_AND_LIST.format(paths=[str(path)], folders=[str(Path.home())]))
+    finally:
+        path.unlink()
+    assert_unseen(result.stdout, path, token)
+
+
+def test_reading_etc_shadow(sandbox):
+    needs(sandbox, "filesystem", FILESYSTEM_VIEW)
+    result = sandbox.execute(READ_AND_LIST.format(paths=["/etc/shadow", "/etc/gshadow", "/etc/passwd"],
+                                                  folders=["/etc"]))
+    assert "READ" not in result.stdout and "root:" not in result.stdout, result
+    assert not any("shadow" in line for line in result.stdout.splitlines() if line.startswith("LIST ")), result
+    assert "FileNotFoundError /etc/shadow" in result.stdout or "PermissionError /etc/shadow" in result.stdout
+
+
+def test_reading_a_file_in_the_projects_parent_folder(sandbox):
+    needs(sandbox, "filesystem", FILESYSTEM_VIEW)
+    if not os.access(PROJECT_ROOT.parent, os.W_OK):
+        pytest.skip(f"cannot plant a file in {PROJECT_ROOT.parent}")
+    path, token = bait(PROJECT_ROOT.parent, 0o644)  # readable by anyone on the host
+    try:
+        result = sandbox.execute(READ_AND_LIST.format(paths=[str(path)], folders=[str(PROJECT_ROOT.parent),
+                                                                                   str(PROJECT_ROOT)]))
+    finally:
+        path.unlink()
+    assert_unseen(result.stdout, path, token)
+    checkout = [line for line in result.stdout.splitlines() if line.startswith(f"LIST {PROJECT_ROOT} ")]
+    assert not any("'tests'" in line or "'README.md'" in line for line in checkout), result  # only mmos_ray/
+
+
+def test_reading_rays_auth_token(sandbox):
+    needs(sandbox, "filesystem", FILESYSTEM_VIEW)
+    ray_dir = Path.home() / ".ray"
+    made = not ray_dir.exists()
+    ray_dir.mkdir(mode=0o700, exist_ok=True)
+    path, token = bait(ray_dir)  # a name of our own beside any real token, which is left alone
+    try:
+        result = sandbox.execute(READ_AND_LIST.format(paths=[str(path)], folders=[str(ray_dir), "/tmp/ray"]))
+    finally:
+        path.unlink()
+        if made:
+            try:
+                ray_dir.rmdir()
+            except OSError:  # Ray wrote into it meanwhile: it is Ray's now
+                pass
+    assert_unseen(result.stdout, path, token)
+
+
+def test_normal_programs_still_run_in_the_view(sandbox):
+    heavy = sandbox.execute("import numpy as np, sympy as sp\nprint(sp.factor('x**2 - 1'), np.arange(3).sum())")
+    assert heavy.stdout == "(x - 1)*(x + 1) 3\n", heavy
+    lazy = sandbox.execute("import zoneinfo, xml.dom.minidom, sqlite3, lzma, email.mime.text\n"
+                           "print(zoneinfo.ZoneInfo('Europe/Paris').key,\n"
+                           "      xml.dom.minidom.parseString('<a/>').documentElement.tagName)")
+    assert lazy.stdout == "Europe/Paris a\n", lazy
+    graded = sandbox.execute("from mmos_ray.core.grading import grade_batch_and_print\n"
+                             "grade_batch_and_print([['\\\\frac{1}{2}', '0.5', 'compat']], 3)", kind="grader")
+    assert '"correct": true' in graded.stdout, graded
+
+
+# Run as uid 65534 by the test below: a sandbox of that user's own, and the same baits.
+AS_ANOTHER_USER = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from mmos_ray.sandbox import Limits, Sandbox
+baits = json.loads(sys.argv[2])
+with Sandbox(workers=1, limits=Limits(timeout_s=10)) as box:
+    folders = sorted({{os.path.dirname(b["path"]) for b in baits}})
+    code = {code!r}.format(paths=[b["path"] for b in baits], folders=folders)
+    result = box.execute(code)
+    print(json.dumps({{"protections": box.protections, "stdout": result.stdout, "error": result.error}}))
+"""
+
+
+def test_the_same_reads_as_an_ordinary_user(sandbox):
+    if os.geteuid() != 0:
+        pytest.skip("the tests already run as an ordinary user here")
+    switch = ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"]
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    # Through a shell of that user's: setpriv's own exec may succeed where the user's would not.
+    probe = subprocess.run([*switch, "/bin/sh", "-c", 'exec "$0" -c "$1"', sys.executable,
+                            f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); import mmos_ray.sandbox.executor"],
+                           capture_output=True, text=True, env=env, cwd="/")
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"uid {NOBODY} cannot run {sys.executable} with mmos_ray: {reason}")
+        pytest.skip(f"uid {NOBODY} cannot run this interpreter ({sys.executable}): {reason}")
+    home = Path(tempfile.mkdtemp(prefix="mmos-nobody-home-", dir="/var/tmp"))  # not hidden by the private /tmp
+    baits = []
+    try:
+        os.chown(home, NOBODY, NOBODY)
+        (home / ".ray").mkdir(mode=0o700)
+        os.chown(home / ".ray", NOBODY, NOBODY)
+        baits += [bait(home), bait(home / ".ray")]
+        for path, _ in baits:
+            os.chown(path, NOBODY, NOBODY)
+        if os.access(PROJECT_ROOT.parent, os.W_OK):
+            baits.append(bait(PROJECT_ROOT.parent, 0o644))
+        paths = [{"path": str(path)} for path, _ in baits] + [{"path": "/etc/shadow"}]
+        out = subprocess.run([*switch, sys.executable, "-c", AS_ANOTHER_USER.format(code=READ_AND_LIST),
+                              str(PROJECT_ROOT), json.dumps(paths)], capture_output=True, text=True, timeout=120,
+                             env={**env, "HOME": str(home)}, cwd="/")
+    finally:
+        for path, _ in baits:
+            path.unlink(missing_ok=True)
+        shutil.rmtree(home, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    if report["protections"]["filesystem"] != FILESYSTEM_VIEW:
+        pytest.skip(f"bubblewrap does not run for uid {NOBODY} here: {report['protections']['filesystem']}")
+    for path, token in baits:
+        assert_unseen(report["stdout"], path, token)

@@ -8,6 +8,7 @@ import pytest
 
 from mmos_ray.sandbox import Limits, Sandbox
 from mmos_ray.sandbox import isolation as isolation_module
+from mmos_ray.sandbox.check import PROBES
 from tests.e2e.test_cli import mmos
 
 
@@ -89,7 +90,7 @@ def test_mmos_sandbox_check():
     if not isolation_module.bwrap_works():
         pytest.skip("bubblewrap is not usable here: the check would rightly report escapes")
     out = mmos("sandbox", "check")
-    assert "NOT CONTAINED" not in out.stdout and out.stdout.count("contained") == 5
+    assert "NOT CONTAINED" not in out.stdout and out.stdout.count("contained") == len(PROBES)
 
 
 def test_a_starting_sandbox_keeps_the_cgroups_of_live_owners():

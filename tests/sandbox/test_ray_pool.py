@@ -8,7 +8,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from mmos_ray.sandbox import Limits  # noqa: E402
-from mmos_ray.stages.sandbox_pool import SandboxPool  # noqa: E402
+from mmos_ray.cluster.sandbox_pool import SandboxPool  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from mmos_ray.config import ServeConfig
 from mmos_ray.engines.base import Completion
 from mmos_ray.sandbox import Limits, Sandbox
-from mmos_ray.stages.serve_http import GenerationError, SolveRequest, Solver
+from mmos_ray.stages.serve.solve import GenerationError, SolveRequest, Solver
 
 ATTACKS = {
     "network": "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('ESCAPED')",
@@ -39,7 +39,7 @@ class ScriptedModel:
 def solver():
     limits = Limits(timeout_s=2.0)
     with Sandbox(workers=1, limits=limits) as sandbox:
-        yield Solver(ServeConfig(max_rounds=3), "scripted", sandbox, limits)
+        yield Solver(ServeConfig(generation={"max_rounds": 3}), "scripted", sandbox, limits)
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))

@@ -35,7 +35,7 @@ def write_problems(data_dir, n, seed=5, long_question=False):
 
 def tiny_config(tmp_path, models_dir, *overrides):
     return load_config(None, [
-        "sample.model=tiny", "sample.prompt=train", "sample.temperature=0.5", "sample.max_tokens=96",
-        "sample.max_rounds=2", "sample.num_samples=2", "sample.batch_size=4",
+        "sample.engine.model=tiny", "sample.generation.prompt=train", "sample.generation.temperature=0.5", "sample.generation.max_tokens=96",
+        "sample.generation.max_rounds=2", "sample.num_samples=2", "sample.batch_size=4",
         "sample.sources=[{dataset: gsm8k, split: test}]", f"paths.data_dir={tmp_path / 'data'}",
         f"paths.models_dir={models_dir}", f"paths.runs_dir={tmp_path / 'runs'}", *overrides])

@@ -31,7 +31,8 @@ def trajectory_text(code: str, output: str, answer: str, prose: str = "Let's com
 def make_run(run_dir: Path, problems: list[Problem], samples: int, seed: int = 0) -> None:
     """Write `00_prepare/problems.parquet` and `01_sample/part-*.parquet` for these problems."""
     rng = random.Random(seed)
-    storage.write_parquet(run_dir / "00_prepare/problems.parquet", [p.to_row() for p in problems])
+    layout = storage.RunLayout(run_dir)
+    storage.write_parquet(layout.problems, [p.to_row() for p in problems])
     rows = []
     for problem in problems:
         gold = int(problem.gold)
@@ -45,4 +46,4 @@ def make_run(run_dir: Path, problems: list[Problem], samples: int, seed: int = 0
                                    executions=1).to_row())
     rng.shuffle(rows)  # parts hold rows in no particular order, as concurrent sampling writes them
     for start in range(0, len(rows), 500):
-        storage.write_parquet(run_dir / f"01_sample/part-{start // 500:05d}.parquet", rows[start:start + 500])
+        storage.write_parquet(storage.part_file(layout.sample, f"{start // 500:05d}"), rows[start:start + 500])

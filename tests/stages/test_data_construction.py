@@ -11,16 +11,18 @@ from mmos_ray.config import load_config
 from mmos_ray.core.records import Problem, Trajectory
 from mmos_ray.loaders import load_problems
 from mmos_ray.stages import minimize, mix, verify
+from mmos_ray.storage import RunLayout
 from tests.stages.synthetic import make_run, trajectory_text
 
 
 def run_chain(run_dir, cfg):
-    for name, module, section in (("02_verify", verify, cfg.verify), ("03_minimize", minimize, cfg.minimize),
-                                  ("04_mix", mix, cfg.mix)):
-        (run_dir / name).mkdir(parents=True, exist_ok=True)
-        manifest = module.run(section, cfg.paths, run_dir / name)
-        storage.write_manifest(run_dir / name, {"stage": name, **manifest})
-    return {r["sample_idx"]: r for r in verify.read_verified(run_dir / "02_verify")}
+    layout = RunLayout(run_dir)
+    for name, module, section in ((layout.VERIFY, verify, cfg.verify), (layout.MINIMIZE, minimize, cfg.minimize),
+                                  (layout.MIX, mix, cfg.mix)):
+        layout.stage(name).mkdir(parents=True, exist_ok=True)
+        manifest = module.run(section, cfg.paths, layout.stage(name))
+        storage.write_manifest(layout.stage(name), {"stage": name, **manifest})
+    return {r["sample_idx"]: r for r in storage.read_parts(layout.verify)}
 
 
 def traj(problem_id, idx, code, output, answer, prose="Let's compute it."):
@@ -34,7 +36,7 @@ def regressions(tmp_path_factory, data_dir, ray_local):
     run_dir = tmp_path_factory.mktemp("run")
     gsm, math = load_problems("gsm8k", "train", data_dir=data_dir, limit=1)[0], \
         Problem("math/train/0", "math", "train", "What is 6 times 12?", "72")
-    storage.write_parquet(run_dir / "00_prepare/problems.parquet", [gsm.to_row(), math.to_row()])
+    storage.write_parquet(RunLayout(run_dir).problems, [gsm.to_row(), math.to_row()])
     g = gsm.id  # gold 72
     two_blocks = trajectory_text("print(72)", "72", "72") .replace(
         "The answer is", "Check:\n```python\nprint(undefined_name)\n```\n```output\n72\n```\nThe answer is")
@@ -47,10 +49,10 @@ def regressions(tmp_path_factory, data_dir, ray_local):
         traj(g, 5, "x = 72\nprint(x)", "71", "72"),  # recorded output differs from what it prints
         traj(math.id, 0, "print(6 * 12)", "72", "72"),  # same index as gsm8k/train/0's sample 0
     ]
-    storage.write_parquet(run_dir / "01_sample/part-00000.parquet", [t.to_row() for t in rows])
+    storage.write_parquet(storage.part_file(RunLayout(run_dir).sample, "00000"), [t.to_row() for t in rows])
     cfg = load_config(None, [f"paths.data_dir={data_dir}", "mix.decontaminate=false"])
     verified = run_chain(run_dir, cfg)
-    return run_dir, {(r["problem_id"], r["sample_idx"]): r for r in verify.read_verified(run_dir / "02_verify")}
+    return run_dir, {(r["problem_id"], r["sample_idx"]): r for r in storage.read_parts(RunLayout(run_dir).verify)}
 
 
 def test_fence_is_removed_exactly_not_by_character_set(regressions):
@@ -79,10 +81,10 @@ def test_recorded_outputs_are_checked(regressions):
 
 def test_datasets_sharing_an_index_stay_apart(regressions):
     run_dir, _ = regressions
-    ranked = storage.read_parquet(run_dir / "03_minimize/ranked.parquet")
+    ranked = storage.read_parquet(RunLayout(run_dir).ranked)
     assert {(r["problem_id"], r["rank"]) for r in ranked if r["rank"] == 0} == {("gsm8k/train/0", 0),
                                                                                ("math/train/0", 0)}
-    sft = storage.read_parquet(run_dir / "04_mix/sft.parquet")
+    sft = storage.read_parquet(RunLayout(run_dir).sft)
     assert {r["id"] for r in sft} >= {"gsm8k/train/0#0", "math/train/0#0"}
     assert all(r["prompt"].startswith("<|user|>\n") for r in sft)
 
@@ -97,14 +99,14 @@ def test_the_chain_over_10000_rows_gives_the_same_sft_file_twice(tmp_path, data_
     cfg = load_config(None, [f"paths.data_dir={data_dir}", "minimize.k=2", "mix.rates={gsm8k/train: 0.9}"])
     run_chain(first, cfg)
     run_chain(second, cfg)
-    rows = verify.read_verified(first / "02_verify")
+    rows = storage.read_parts(RunLayout(first).verify)
     assert len(rows) == 10_000 and 0 < sum(r["correct"] for r in rows) < 10_000
     assert all(r["outputs_match"] and r["exec_ok"] for r in rows)
     for name in ("sft.jsonl", "sft.parquet", "data_card.json"):
-        assert (first / "04_mix" / name).read_bytes() == (second / "04_mix" / name).read_bytes(), name
-    card = storage.read_manifest(first / "03_minimize")
+        assert (RunLayout(first).mix / name).read_bytes() == (RunLayout(second).mix / name).read_bytes(), name
+    card = storage.read_manifest(RunLayout(first).minimize)
     assert card["counts"]["distinct"] < card["counts"]["usable_paths"]  # duplicates and renamings collapsed
-    funnel = __import__("json").loads((first / "04_mix/data_card.json").read_text())["funnel"]["gsm8k/train"]
+    funnel = __import__("json").loads(RunLayout(first).data_card.read_text())["funnel"]["gsm8k/train"]
     assert funnel["samples"] == 10_000 and funnel["selected"] >= funnel["mixed"] >= funnel["after_decontamination"] > 0
 
 
@@ -114,15 +116,15 @@ def test_a_part_verified_in_several_calls_is_written_whole_and_in_key_order(tmp_
     make_run(run_dir, problems[:8], samples=3)  # one part of 24 rows, shuffled
     parts = {}
     for batch_size in (5, 256):
-        stage = run_dir / f"02_verify_{batch_size}"
+        stage = run_dir / f"{RunLayout.VERIFY}_{batch_size}"
         section = load_config(None, [f"verify.batch_size={batch_size}"]).verify
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="mmos_ray.stages.verify"):
             verify.run(section, load_config(None, [f"paths.data_dir={data_dir}"]).paths, stage)
         calls = [r for r in caplog.records if "trajectories verified" in r.getMessage()]  # one line per call
         assert len(calls) == (5 if batch_size == 5 else 1)
-        assert [p.name for p in stage.glob("part-*.parquet")] == ["part-00000.parquet"]
-        parts[batch_size] = storage.read_parquet(stage / "part-00000.parquet")
+        assert storage.part_files(stage) == [storage.part_file(stage, "00000")]
+        parts[batch_size] = storage.read_parquet(storage.part_file(stage, "00000"))
     keys = [(r["problem_id"], r["sample_idx"]) for r in parts[5]]
     assert len(keys) == 24 and keys == sorted(keys)
     assert parts[5] == parts[256]  # five calls give the same part as one

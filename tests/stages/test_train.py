@@ -35,7 +35,7 @@ def config(tmp_path, models_dir, *overrides):
 
 
 def run_train(tmp_path, cfg):
-    stage = tmp_path / "run" / "05_train"
+    stage = storage.RunLayout(tmp_path / "run").train
     stage.mkdir(parents=True)
     return train.run(cfg.train, cfg.paths, stage), stage
 
@@ -81,18 +81,18 @@ def test_an_interrupted_run_resumes_to_the_same_final_step(tmp_path, models_dir)
     write_sft(tmp_path / "sft.jsonl", n=40)
     overrides = ["train.base_model=tiny", f"paths.models_dir={models_dir}", f"train.data={tmp_path / 'sft.jsonl'}",
                  "train.max_length=128", "train.global_batch_size=2", "train.micro_batch_size=1",
-                 "train.packing=false", "train.epochs=2", "train.checkpoint_every=4", "sample.model=tiny"]
+                 "train.packing=false", "train.epochs=2", "train.checkpoint_every=4", "sample.engine.model=tiny"]
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
         from mmos_ray.config import load_config
         from mmos_ray.stages import train
         cfg = load_config(None, {overrides!r})
-        stage = Path({str(tmp_path / 'run' / '05_train')!r})
+        stage = Path({str(storage.RunLayout(tmp_path / 'run').train)!r})
         stage.mkdir(parents=True, exist_ok=True)
         print("STEPS", train.run(cfg.train, cfg.paths, stage)["counts"]["steps"])
     """)
-    metrics = tmp_path / "run" / "05_train" / "metrics.jsonl"
+    metrics = storage.RunLayout(tmp_path / "run").train / "metrics.jsonl"
     process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -126,7 +126,7 @@ def test_packed_examples_do_not_see_each_other(tmp_path, models_dir):
 
     from mmos_ray.core.sft import collate, encode, pack, unpacked
     from mmos_ray.models import resolve_model
-    from mmos_ray.stages.train_loop import _tensors
+    from mmos_ray.stages.train.loop import _tensors
 
     path = resolve_model("tiny", models_dir)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -153,3 +153,30 @@ def test_an_sft_row_without_its_completion_is_named_before_ray_starts(tmp_path, 
     cfg = config(tmp_path, models_dir)
     with pytest.raises(DataError, match=r"sft.jsonl:2: missing field 'completion'"):
         run_train(tmp_path, cfg)
+
+
+def test_an_empty_sft_file_trains_nothing_and_says_so(tmp_path, models_dir, caplog):
+    (tmp_path / "sft.jsonl").write_text("")
+    manifest, _ = run_train(tmp_path, config(tmp_path, models_dir))
+    assert manifest["trained"] is False and manifest["counts"] == {"examples": 0, "steps": 0}
+    assert manifest["model"] == manifest["base_model"]
+    assert "holds no examples" in caplog.text
+
+
+def test_the_loop_config_is_validated_again_in_the_worker(tmp_path, models_dir):
+    """The driver sends a plain dict through Ray Train; the worker gets back the same typed config, and a
+    dict that does not fit (an unknown key, bf16 left at auto) is refused, naming the field."""
+    from pydantic import ValidationError
+
+    from mmos_ray.stages.train.loop import LoopConfig
+
+    cfg = config(tmp_path, models_dir, "train.strategy=ddp", "train.max_steps=3")
+    sent = LoopConfig(train=cfg.train, model=str(tmp_path / "model"), data=tmp_path / "sft.jsonl", bf16=False,
+                      stage_dir=tmp_path / "05_train").model_dump(mode="json")
+    assert json.loads(json.dumps(sent)) == sent
+    received = LoopConfig.model_validate(sent)
+    assert received.train == cfg.train and received.data == tmp_path / "sft.jsonl" and received.bf16 is False
+    with pytest.raises(ValidationError, match="learning_rat"):
+        LoopConfig.model_validate({**sent, "train": {**sent["train"], "learning_rat": 1.0}})
+    with pytest.raises(ValidationError, match="bf16"):
+        LoopConfig.model_validate({**sent, "bf16": "auto"})

@@ -5,7 +5,7 @@ import json
 from mmos_ray import storage
 from mmos_ray.core.gsm_hard import AUDIT_LABELS
 from mmos_ray.report import audit_markdown
-from mmos_ray.stages.audit import side_by_side, summarize
+from mmos_ray.tools.audit import side_by_side, summarize
 
 
 def label_row(i, labels, paired=True):

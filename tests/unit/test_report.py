@@ -7,12 +7,13 @@ import pytest
 from mmos_ray import storage
 from mmos_ray.core.errors import DataError
 from mmos_ray.report import build
+from mmos_ray.storage import RunLayout
 
 
 def fake_run(root, name, k, examples, gsm8k, svamp):
-    run = root / name
-    storage.write_manifest(run / "03_minimize", {"stage": "03_minimize", "k": k, "seconds": 1.0})
-    storage.write_manifest(run / "04_mix", {"stage": "04_mix", "counts": {"examples": examples}, "seconds": 0.5})
+    run, layout = root / name, RunLayout(root / name)
+    storage.write_manifest(layout.minimize, {"stage": layout.MINIMIZE, "k": k, "seconds": 1.0})
+    storage.write_manifest(layout.mix, {"stage": layout.MIX, "counts": {"examples": examples}, "seconds": 0.5})
     benchmarks = lambda a, b: {"gsm8k/test": {"pass@1": a, "problems": 10, "timeouts": 0, "empty_answers": 1},  # noqa: E731
                                "svamp/test": {"pass@1": b, "problems": 10, "timeouts": 2, "empty_answers": 0}}
     metrics = {"models": {"base": {"model": "m", "prompt_version": "tir-fewshot-v1", "benchmarks": benchmarks(0.1, 0.2)},
@@ -20,8 +21,7 @@ def fake_run(root, name, k, examples, gsm8k, svamp):
                                       "benchmarks": benchmarks(gsm8k, svamp)}},
                "benchmarks": ["svamp/test", "gsm8k/test"], "grader": {"mode": "compat", "version": "1"},
                "sampling": {"num_samples": 1, "temperature": 0.0, "max_tokens": 64, "max_rounds": 2, "seed": 0}}
-    (run / "06_eval").mkdir(parents=True)
-    (run / "06_eval/metrics.json").write_text(json.dumps(metrics))
+    storage.write_json(layout.metrics, metrics)
     return run
 
 
@@ -65,11 +65,39 @@ def test_a_generated_benchmark_gets_its_own_section(tmp_path):
                        {"mode": "large", "seed": 0, "min_agree": 2, "problems": 4, "accepted": 1,
                         "acceptance_rate": 0.25, "rejections": {"programs_disagree": 2, "negative": 1}})
     run = fake_run(tmp_path, "run", 3, 40, 0.3, 0.5)
-    metrics = json.loads((run / "06_eval/metrics.json").read_text())
+    metrics = json.loads(RunLayout(run).metrics.read_text())
     metrics["files"] = {"generated/large": str(generated)}
-    (run / "06_eval/metrics.json").write_text(json.dumps(metrics))
+    storage.write_json(RunLayout(run).metrics, metrics)
     text = (tmp_path / "run/report.md").read_text() if build(run) else ""
     assert "## Generated set `generated/large`" in text
     assert "Accepted 1 of 4 problems (25.0%); rejected: negative 1, programs_disagree 2." in text
     assert "Tom has 812 apples and buys 95 more. How many apples? → **907** (2 programs agree)" in text
     assert "from `gsm8k/test/9`: Tom has 3 apples" in text
+
+
+FULL_SANDBOX = {"protections": {"network": "network namespace", "filesystem": "read-only view …; private /tmp",
+                                "processes": "pids cgroup", "user": "uid 65534", "syscalls": "seccomp"},
+                "warnings": []}
+
+
+@pytest.mark.parametrize("sample_sandbox, verify_sandbox, expected", [
+    (FULL_SANDBOX, FULL_SANDBOX, []),
+    ({"protections": {**FULL_SANDBOX["protections"], "filesystem": "none"},
+      "warnings": ["bubblewrap unavailable (apt-get install bubblewrap …)"]}, FULL_SANDBOX,
+     ["`01_sample`: bubblewrap unavailable (apt-get install bubblewrap …)", "`01_sample`: filesystem: none"]),
+    (FULL_SANDBOX, {"protections": {**FULL_SANDBOX["protections"], "syscalls": "none"}, "warnings": []},
+     ["`02_verify`: syscalls: none"]),
+])
+def test_a_degraded_sandbox_is_a_warning_in_the_report(tmp_path, sample_sandbox, verify_sandbox, expected):
+    run = fake_run(tmp_path, "run", 3, 40, 0.3, 0.5)
+    layout = RunLayout(run)
+    storage.write_manifest(layout.sample, {"stage": layout.SAMPLE, "model": "m", "counts": {"samples": 4},
+                                           "sandbox": sample_sandbox})
+    storage.write_manifest(layout.verify, {"stage": layout.VERIFY, "counts": {}, "sandbox": verify_sandbox})
+    build(run)
+    text = (run / "report.md").read_text()
+    assert ("this run's sandbox was degraded" in text) == bool(expected)
+    for line in expected:
+        assert f"> - {line}" in text
+    if expected:  # right under the title, before any result
+        assert text.index("sandbox was degraded") < text.index("Sampling model")

@@ -7,8 +7,8 @@ import pytest
 from fastapi import FastAPI
 
 from mmos_ray.config import ServeConfig
-from mmos_ray.stages.serve_engines import StopCutter
-from mmos_ray.stages.serve_http import make_app
+from mmos_ray.engines.stepper import StopCutter
+from mmos_ray.stages.serve.http import make_app
 
 
 def slow_app(**limits):

@@ -61,8 +61,56 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 def test_manifest_is_absent_until_written_and_tolerates_damage(tmp_path):
     assert storage.read_manifest(tmp_path) is None
-    storage.write_manifest(tmp_path, {"stage": "00_prepare", "counts": {"problems": 3}})
+    storage.write_manifest(tmp_path, {"stage": storage.RunLayout.PREPARE, "counts": {"problems": 3}})
     manifest = storage.read_manifest(tmp_path)
     assert manifest["counts"] == {"problems": 3} and "finished_at" in manifest
     (tmp_path / storage.MANIFEST).write_text("{truncated")
     assert storage.read_manifest(tmp_path) is None
+
+
+def test_the_layout_of_a_local_run_gives_paths(tmp_path):
+    layout = storage.RunLayout(tmp_path / "run")
+    assert layout.is_local and layout.root == tmp_path / "run"
+    assert [layout.stage(f) for f in layout.STAGES][:2] == [tmp_path / "run/00_prepare", tmp_path / "run/01_sample"]
+    assert layout.problems == tmp_path / "run/00_prepare/problems.parquet"
+    assert layout.sft == tmp_path / "run/04_mix/sft.parquet" and layout.model == tmp_path / "run/05_train/model"
+    assert layout.metrics == tmp_path / "run/06_eval/metrics.json"
+    assert storage.RunLayout.of_stage(layout.verify) == layout
+    assert storage.RunLayout.of_run(tmp_path, "run") == layout
+    assert storage.part_file(layout.sample, "00001") == tmp_path / "run/01_sample/part-00001.parquet"
+    with pytest.raises(ValueError, match="did you mean '01_sample'"):
+        layout.stage("01_sampel")
+
+
+@pytest.mark.parametrize("root", ["s3://bucket/prefix", "s3://bucket/prefix/", "gs://bucket/prefix"])
+def test_the_layout_of_a_uri_run_keeps_the_uri(root):
+    layout = storage.RunLayout(root)
+    scheme = root.split("://")[0]
+    assert not layout.is_local and layout.root == f"{scheme}://bucket/prefix"
+    assert layout.sample == f"{scheme}://bucket/prefix/01_sample"
+    assert layout.sft == f"{scheme}://bucket/prefix/04_mix/sft.parquet"
+    assert storage.part_file(layout.verify, "a") == f"{scheme}://bucket/prefix/02_verify/part-a.parquet"
+    assert storage.RunLayout.of_stage(layout.verify) == layout
+    assert storage.RunLayout.of_run(f"{scheme}://bucket", "prefix") == layout  # a bucket alone is a runs_dir too
+    assert storage.join(f"{scheme}://bucket/", "/a/", "b") == f"{scheme}://bucket/a/b"
+
+
+def test_a_uri_without_a_bucket_and_a_bucket_without_a_parent_are_refused():
+    with pytest.raises(ValueError, match="needs a bucket"):
+        storage.RunLayout("s3://")
+    with pytest.raises(ValueError, match="is a bucket"):
+        storage.RunLayout.of_stage("s3://bucket")
+    with pytest.raises(NotImplementedError, match="object storage"):
+        storage.part_files("s3://bucket/run/01_sample")
+
+
+def test_read_parts_keeps_one_row_per_key_the_first_part_in_name_order_wins(tmp_path):
+    stage = tmp_path / "run" / storage.RunLayout.SAMPLE
+    assert storage.read_parts(stage) == []  # a stage that has not written anything yet
+    storage.write_parquet(storage.part_file(stage, "b"), [{"problem_id": "p", "sample_idx": 0, "v": "b"},
+                                                         {"problem_id": "p", "sample_idx": 1, "v": "b"}])
+    storage.write_parquet(storage.part_file(stage, "a"), [{"problem_id": "p", "sample_idx": 0, "v": "a"}])
+    storage.write_parquet(stage / "other.parquet", [{"problem_id": "q", "sample_idx": 0, "v": "x"}])  # not a part
+    assert [p.name for p in storage.part_files(stage)] == ["part-a.parquet", "part-b.parquet"]
+    assert [(r["sample_idx"], r["v"]) for r in storage.read_parts(stage)] == [(0, "a"), (1, "b")]
+    assert [r["v"] for r in storage.read_parts(stage, key=("problem_id",))] == ["a"]

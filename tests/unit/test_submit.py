@@ -28,10 +28,10 @@ def test_unknown_stage_lists_the_stages():
 def test_entrypoint_is_one_shell_command_with_the_config_relative_to_the_project(monkeypatch):
     monkeypatch.chdir(ROOT / "configs")
     command = submit.entrypoint("sample", Path("quickstart.yaml"),
-                                ["sample.sources=[{dataset: gsm8k, split: train, limit: 2}]", "sample.model=tiny"])
+                                ["sample.sources=[{dataset: gsm8k, split: train, limit: 2}]", "sample.engine.model=tiny"])
     assert shlex.split(command) == ["python", "jobs/01_sample.py", "--config", "configs/quickstart.yaml",
                                     "--set", "sample.sources=[{dataset: gsm8k, split: train, limit: 2}]",
-                                    "--set", "sample.model=tiny"]
+                                    "--set", "sample.engine.model=tiny"]
     assert submit.entrypoint(None, None, []) == "python jobs/all.py"
 
 

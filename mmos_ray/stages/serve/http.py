@@ -1,5 +1,5 @@
 """What both serving backends share: the guard in front of every route (body size, API key, admission),
-OpenAI-shaped errors, and `/v1/solve` (the tool-integrated loop with the model's code in the sandbox).
+OpenAI-shaped errors and the server's own limits (`/v1/solve` is in `solve`).
 
 The guard is plain ASGI middleware, so it sees each request before FastAPI parses it and holds the
 request's slot until the last byte of its response is sent (streams included). Per HTTP replica at most
@@ -11,29 +11,32 @@ the engine only ever sees `max_concurrent` requests per replica.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import json
 import logging
 import os
-import time
-from typing import Any, Awaitable, Callable, Literal
+from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from mmos_ray.config import ServeConfig
-from mmos_ray.core.answers import extract_answer
-from mmos_ray.core.prompts import PROMPT_VERSIONS, render_prompt, stop_strings
-from mmos_ray.core.tir import TIRState, apply_generation, apply_observation
-from mmos_ray.engines.base import Completion, SamplingParams
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "MMOS_SERVE_API_KEY"
+# The routes both deployments answer, by the method that answers each (Ray's OpenAI ingress keeps its own
+# for models, completions and chat; no embeddings, transcriptions or scoring for a math reasoner).
+ROUTES: dict[str, Callable[[FastAPI], Callable]] = {
+    "models": lambda app: app.get("/v1/models"),
+    "model_data": lambda app: app.get("/v1/models/{model:path}"),
+    "completions": lambda app: app.post("/v1/completions"),
+    "chat": lambda app: app.post("/v1/chat/completions"),
+    "solve": lambda app: app.post("/v1/solve"),
+    "health": lambda app: app.get("/health"),
+}
 OPEN_PATHS = ("/health", "/-/healthz")  # no key, no admission: load balancers and probes must get through
 UNQUEUED_PATHS = ("/v1/models",)  # cheap: not counted against the engine's slots
 
@@ -191,89 +194,8 @@ def make_app(serve: ServeConfig) -> tuple[FastAPI, GuardStats]:
 
 def check_limits(serve: ServeConfig, max_tokens: int | None, n: int | None) -> None:
     """Parameters the engine would accept but this server does not (its own limits): 400 with the key."""
-    if max_tokens is not None and max_tokens > serve.max_tokens:
-        raise HTTPException(400, f"max_tokens={max_tokens} is over this server's limit of {serve.max_tokens} "
-                            "(serve.max_tokens)")
+    if max_tokens is not None and max_tokens > serve.max_request_tokens:
+        raise HTTPException(400, f"max_tokens={max_tokens} is over this server's limit of {serve.max_request_tokens} "
+                            "(serve.max_request_tokens)")
     if n is not None and n > serve.max_n:
         raise HTTPException(400, f"n={n} is over this server's limit of {serve.max_n} (serve.max_n)")
-
-
-# ---------------------------------------------------------------------------------------------- /v1/solve
-
-
-class SolveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    question: str = Field(min_length=1, max_length=16000, description="the problem, in plain text or LaTeX")
-    model: str | None = None
-    max_rounds: int | None = Field(None, ge=1, le=16, description="tool-call rounds; default serve.max_rounds")
-    max_tokens: int = Field(512, ge=1, description="new tokens per round")
-    temperature: float = Field(0.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = None
-    prompt: Literal["train", "fewshot"] | None = Field(None, description="default serve.prompt")
-
-
-class GenerationError(Exception):
-    """The engine refused or failed a request; `status` is its HTTP status (400: e.g. past the context)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-Generate = Callable[[str, SamplingParams], Awaitable[Completion]]
-
-
-@dataclasses.dataclass
-class Solver:
-    """Runs one question to its end: generate, run the last code block in the sandbox, append its output,
-    repeat (the rules are `core.tir`'s, as in sampling and evaluation)."""
-
-    serve: ServeConfig
-    model_id: str
-    sandbox: Any  # mmos_ray.sandbox.Sandbox, limits as in data construction
-    limits: Any  # mmos_ray.sandbox.Limits
-    observation_chars: int = 512
-
-    async def solve(self, request: SolveRequest, generate: Generate) -> dict[str, Any]:
-        check_limits(self.serve, request.max_tokens, None)
-        style = request.prompt or self.serve.prompt
-        max_rounds = request.max_rounds or self.serve.max_rounds
-        state = TIRState(prompt=render_prompt(request.question, style), seed=request.seed or 0)
-        steps, generate_s, execute_s, started = [], 0.0, 0.0, time.perf_counter()
-        while not state.finished:
-            params = SamplingParams(temperature=request.temperature, top_p=request.top_p,
-                                    max_tokens=request.max_tokens, stop=stop_strings(style),
-                                    seed=None if request.seed is None else request.seed + state.rounds)
-            began = time.perf_counter()
-            try:
-                completion = await generate(state.next_prompt(), params)
-            except GenerationError as exc:
-                if state.rounds == 0:
-                    raise HTTPException(exc.status, str(exc)) from exc
-                state.finish_reason, state.error = "error", str(exc)[:500]  # e.g. the context is full
-                break
-            step: dict[str, Any] = {"generated": completion.text, "generate_s": round(time.perf_counter() - began, 4)}
-            generate_s += time.perf_counter() - began
-            apply_generation(state, completion.text, completion.finish_reason, completion.num_tokens,
-                             completion.num_prompt_tokens)
-            if state.pending_code is not None:
-                code, began = state.pending_code, time.perf_counter()
-                result = await asyncio.to_thread(self.sandbox.execute, code, self.limits)
-                execute_s += time.perf_counter() - began
-                apply_observation(state, result.stdout, result.error, max_rounds, self.observation_chars)
-                step.update(code=code, stdout=result.stdout, error=result.error,
-                            execute_s=round(time.perf_counter() - began, 4))
-            steps.append(step)
-        return {
-            "object": "solve", "model": self.model_id, "answer": extract_answer(state.text) or None,
-            "finish_reason": state.finish_reason, "error": state.error or None, "rounds": state.rounds,
-            "executions": state.executions, "trajectory": state.text, "steps": steps,
-            "prompt": style, "prompt_version": PROMPT_VERSIONS[style],
-            "sampling": {"temperature": request.temperature, "top_p": request.top_p, "max_tokens": request.max_tokens,
-                         "seed": request.seed, "max_rounds": max_rounds},
-            "usage": {"prompt_tokens": state.num_prompt_tokens, "completion_tokens": state.num_tokens},
-            "timings": {"total_s": round(time.perf_counter() - started, 4), "generate_s": round(generate_s, 4),
-                        "execute_s": round(execute_s, 4)},
-        }

@@ -15,6 +15,9 @@ examples per label, the side-by-side table when a model was evaluated) and `audi
 
 The side-by-side table (`side_by_side`) scores the model's answers and its last program outputs on
 GSM-HARD as a whole, on its unflagged and flagged labels separately, and on the generated set.
+`audit_gsm_hard` (called by `pipeline.audit_gsm_hard`) does it all: `audit_labels`, then with a model
+the generated set (`tools.generate`), the evaluation (the eval stage's, into `<out>/eval-<model>/`)
+and the table, then audit.json and audit.md.
 """
 
 from __future__ import annotations
@@ -23,20 +26,70 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from mmos_ray import storage
 from mmos_ray.core.gsm_hard import AUDIT_LABELS, audit_label, docstring_question, normalize_text, restore_program, \
     stale_numbers
 from mmos_ray.loaders import load_problems
 
+if TYPE_CHECKING:
+    from mmos_ray.config import ExperimentConfig
+
 logger = logging.getLogger(__name__)
 
 CALL = "\nprint(solution())\n"  # GSM-HARD's programs define solution() and print nothing
 
 
-def audit_gsm_hard(out_dir: Path, data_dir: Path | None = None, limit: int | None = None, workers: int = 2,
-                   examples: int = 5, timeout_s: float = 5.0) -> dict[str, Any]:
+def audit_gsm_hard(cfg: ExperimentConfig, evaluate_model: Callable[[ExperimentConfig, str, str, Path], Any],
+                   out: Path | None = None, model: str | None = None, generated: Path | None = None,
+                   limit: int | None = None, seed: int = 0, workers: int = 2,
+                   prompt: str | None = None) -> dict[str, Any]:
+    """The audit as `pipeline.audit_gsm_hard` documents it; `evaluate_model(cfg, model path, prompt,
+    folder)` evaluates one model on `cfg.eval.benchmarks` into `folder` (the pipeline's, with its manifest)."""
+    from mmos_ray import report as reports
+    from mmos_ray.config import SourceConfig
+    from mmos_ray.core.errors import DataError
+    from mmos_ray.stages import evaluate as evaluation
+    from mmos_ray.tools.generate import generate, summary_path
+
+    # What the caller named is checked before the audit's minutes of sandbox work, not after.
+    if generated is not None and not Path(generated).is_file():
+        raise DataError(f"--generated {generated}: no such file; make one with `mmos generate` or leave "
+                        "--generated out (with --model, a large set is generated into the audit folder)")
+    try:
+        path = evaluation.resolve(model, cfg.paths) if model is not None else None
+    except ValueError as exc:
+        raise DataError(f"--model: {exc}") from None
+    out = Path(out) if out is not None else cfg.paths.runs_dir / "audit-gsm-hard"
+    audit = audit_labels(out, data_dir=cfg.paths.data_dir, limit=limit, workers=workers)
+    audit["choices"] = {"limit": limit, "seed": seed}
+    if path is not None:
+        if generated is None:
+            generated = out / f"gsm8k-large-seed{seed}-{limit or 'all'}.jsonl"
+            if not summary_path(generated).exists():  # the summary is written last: the set is complete
+                generate("gsm-hard", "large", generated, seed=seed, limit=limit, data_dir=cfg.paths.data_dir,
+                         workers=workers)
+        sources = [SourceConfig(dataset="gsm-hard", limit=limit),
+                   SourceConfig(dataset="generated", path=Path(generated), limit=limit)]
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": sources})})
+        eval_dir = out / f"eval-{Path(path).name}"
+        prompt = prompt or cfg.eval.trained_prompt
+        evaluate_model(cfg, path, prompt, eval_dir)
+        graded = storage.read_parquet(eval_dir / "model" / "graded.parquet")
+        audit["side_by_side"] = side_by_side(out / "labels.jsonl", graded)
+        metrics = evaluation.read_metrics(eval_dir)
+        audit["evaluation"] = {"model": path, "prompt": prompt, "grader": metrics["grader"],
+                               "sampling": metrics["sampling"], "folder": str(eval_dir)}
+    if generated is not None:
+        audit["generated"] = reports.generated_set(Path(generated))
+    storage.write_json(out / "audit.json", audit)
+    storage.write_text(out / "audit.md", reports.audit_markdown(audit))
+    return audit | {"out": str(out)}
+
+
+def audit_labels(out_dir: Path, data_dir: Path | None = None, limit: int | None = None, workers: int = 2,
+                 examples: int = 5, timeout_s: float = 5.0) -> dict[str, Any]:
     """Classify the labels of the first `limit` GSM-HARD problems (all by default); write labels.jsonl and
     audit.json into `out_dir`; return the audit (counts, examples)."""
     from mmos_ray.sandbox import Limits, Sandbox

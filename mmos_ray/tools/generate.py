@@ -20,7 +20,7 @@ Output: `--out` (JSONL, one accepted problem per line, in the GSM8K record forma
 plus provenance: source id, mode, seed, mapping, agreeing programs) and
 `<out>.summary.json` (acceptance rate, rejection reasons), both written atomically.
 Programs run only in the sandbox, in a pool of fork servers on this host: they are a few thousand
-short programs, which `workers` servers run in seconds, so this stage asks nothing of Ray.
+short programs, which `workers` servers run in seconds, so this tool asks nothing of Ray.
 """
 
 from __future__ import annotations
@@ -161,8 +161,8 @@ def _candidates(source: str, data_dir: Path | None, limit: int | None) -> tuple[
     if source == "gsm-hard":
         return _gsm_hard_candidates(data_dir, limit)
     run_dir = Path(source)
-    if not (run_dir / "02_verify").is_dir():
-        raise DataError(f"--source {source}: neither 'gsm-hard' nor a run folder with 02_verify/; "
+    if not storage.RunLayout(run_dir).verify.is_dir():
+        raise DataError(f"--source {source}: neither 'gsm-hard' nor a run folder with {storage.RunLayout.VERIFY}/; "
                         "pass --source gsm-hard, or a run folder after `mmos verify`")
     return _run_candidates(run_dir, limit)
 
@@ -192,11 +192,10 @@ def _gsm_hard_candidates(data_dir: Path | None, limit: int | None) -> tuple[list
 
 
 def _run_candidates(run_dir: Path, limit: int | None) -> tuple[list[Candidate], Counter]:
-    from mmos_ray.stages.verify import read_verified
-
-    problems = [Problem.from_row(row) for row in storage.read_parquet(run_dir / "00_prepare/problems.parquet")]
+    layout = storage.RunLayout(run_dir)
+    problems = [Problem.from_row(row) for row in storage.read_parquet(layout.problems)]
     programs: dict[str, list[str]] = {}
-    for row in sorted(read_verified(run_dir / "02_verify"), key=lambda r: (r["problem_id"], r["sample_idx"])):
+    for row in sorted(storage.read_parts(layout.verify), key=lambda r: (r["problem_id"], r["sample_idx"])):
         blocks = code_blocks(row["text"])
         if row["correct"] and row["exec_ok"] and blocks:
             programs.setdefault(row["problem_id"], []).append(blocks[-1])

@@ -1,8 +1,10 @@
 """The per-worker training loop of stage 05 (Ray Train runs one copy per worker).
 
-Each worker encodes the SFT examples (`core.sft`), packs or pads them into rows, takes its share of
-every global batch, and trains with DeepSpeed (ZeRO-2/3, bf16 where the device has it, optional
-optimizer offload) or plain DDP. Checkpoints: every worker saves its own shards and reports them to Ray
+The driver (`stages.train.run`) sends a `LoopConfig` as a plain dict through Ray Train's
+`train_loop_config`; `train_loop` validates it again first, as the other stages' actors do with their
+config sections. Each worker encodes the SFT examples (`core.sft`), packs or pads them into rows, takes
+its share of every global batch, and trains with DeepSpeed (ZeRO-2/3, bf16 where the device has it,
+optional optimizer offload) or plain DDP. Checkpoints: every worker saves its own shards and reports them to Ray
 Train; a restarted run loads the latest and continues at the same step. At the end the model is
 gathered (ZeRO-3 shards included) and rank 0 writes a Hugging Face folder with the tokenizer.
 """
@@ -17,67 +19,90 @@ import random
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmos_ray.config import TrainConfig
 from mmos_ray.core.sft import batch_plan, collate, encode, pack, unpacked
 from mmos_ray.storage import read_records
 
 logger = logging.getLogger(__name__)
 
 
+class LoopConfig(BaseModel):
+    """What every worker reads: the train section and the facts the driver resolved for this run.
+
+    The worker reads `model`, `data` and `bf16` from here, never `train.base_model`, `train.data` or
+    `train.bf16` (a name, an optional path, and possibly "auto", which the driver resolves on the cluster).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: TrainConfig
+    model: str = Field(description="the base model's folder (resolved from train.base_model)")
+    data: Path = Field(description="the SFT file, absolute (train.data, or the SFT file of the run's mix stage)")
+    bf16: bool = Field(description="train.bf16 with auto decided: on when the cluster has GPUs")
+    stage_dir: Path = Field(description="the stage folder on storage every worker sees: metrics, model")
+
+
 def train_loop(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: `config` is a `LoopConfig` dumped to a dict."""
     import torch
     import ray.train
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    loop = LoopConfig.model_validate(config)
+    train = loop.train
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    seed = config["seed"]
+    seed = train.seed
     random.seed(seed)
     torch.manual_seed(seed)
     device = torch.device("cuda", context.get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
 
-    tokenizer = AutoTokenizer.from_pretrained(config["model"])
+    tokenizer = AutoTokenizer.from_pretrained(loop.model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    examples = [e for e in (encode(tokenizer, str(ex["prompt"]), str(ex["completion"]), config["max_length"],
-                                   tokenizer.eos_token_id, config["mask_outputs"])
-                            for _, ex in read_records(Path(config["data"]))) if e]
-    rows = pack(examples, config["max_length"]) if config["packing"] else unpacked(examples)
+    examples = [e for e in (encode(tokenizer, str(ex["prompt"]), str(ex["completion"]), train.max_length,
+                                   tokenizer.eos_token_id, train.mask_outputs)
+                            for _, ex in read_records(loop.data)) if e]
+    rows = pack(examples, train.max_length) if train.packing else unpacked(examples)
     if len(rows) < world:
         raise ValueError(f"{len(rows)} training rows cannot feed {world} workers; use fewer workers "
                          "(train.num_workers), train.packing=false, or more data")
-    global_batch = config["global_batch_size"]
+    global_batch = train.global_batch_size
     if len(rows) < global_batch:
         # A small SFT set (a quick local run) still trains: one step per epoch over every row.
         global_batch = len(rows) // world * world
         if rank == 0:
             logger.warning("train: %d rows are fewer than train.global_batch_size (%d); using %d",
-                           len(rows), config["global_batch_size"], global_batch)
-    micro, accumulation = batch_plan(global_batch, config["micro_batch_size"], world)
+                           len(rows), train.global_batch_size, global_batch)
+    micro, accumulation = batch_plan(global_batch, train.micro_batch_size, world)
     rows_per_step = micro * accumulation * world
     steps_per_epoch = len(rows) // rows_per_step
-    total_steps = steps_per_epoch * config["epochs"]
-    if config.get("max_steps"):
-        total_steps = min(total_steps, config["max_steps"])
+    total_steps = steps_per_epoch * train.epochs
+    if train.max_steps:
+        total_steps = min(total_steps, train.max_steps)
 
     attention = "flash_attention_2" if device.type == "cuda" and _has_flash_attention() else "sdpa"
-    model = AutoModelForCausalLM.from_pretrained(config["model"], dtype=torch.float32, attn_implementation=attention)
-    if config["gradient_checkpointing"]:
+    model = AutoModelForCausalLM.from_pretrained(loop.model, dtype=torch.float32, attn_implementation=attention)
+    if train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    warmup = math.ceil(total_steps * config["warmup_ratio"])
+    warmup = math.ceil(total_steps * train.warmup_ratio)
     schedule = lambda step: min(1.0, (step + 1) / max(1, warmup)) if step < warmup else \
         max(0.0, (total_steps - step) / max(1, total_steps - warmup))  # noqa: E731 - linear warmup, linear decay
-    engine = _Engine(config, model, schedule, micro, accumulation, device)
-    peak = _peak_flops(device, config["bf16"])
+    distributed = _DistributedModel(train, loop.bf16, model, schedule, micro, accumulation, device)
+    peak = _peak_flops(device, loop.bf16)
     flops_per_token = 6 * sum(p.numel() for p in model.parameters())  # forward + backward, attention left out
 
     start_step = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            start_step = engine.load(folder)
-    metrics_path = Path(config["stage_dir"]) / "metrics.jsonl"
+            start_step = distributed.load(folder)
+    metrics_path = loop.stage_dir / "metrics.jsonl"
     step = start_step
     started = time.perf_counter()
     tokens_since, computed_since, losses = 0, 0, []
@@ -89,14 +114,14 @@ def train_loop(config: dict[str, Any]) -> None:
         mine = step_rows[rank::world]
         for index in range(accumulation):
             batch = collate(mine[index * micro:(index + 1) * micro], pad_id)
-            loss = engine.forward_backward(_tensors(batch, device, attention))
+            loss = distributed.forward_backward(_tensors(batch, device, attention))
             losses.append(loss)
             tokens_since += batch["real_tokens"]
             computed_since += batch["computed_tokens"]
-        engine.step()
+        distributed.step()
         step = epoch_step + 1
         elapsed = time.perf_counter() - started
-        metrics = {"step": step, "epoch": epoch, "loss": sum(losses) / len(losses), "lr": engine.lr(),
+        metrics = {"step": step, "epoch": epoch, "loss": sum(losses) / len(losses), "lr": distributed.lr(),
                    "tokens_per_s": tokens_since * world / max(elapsed, 1e-9),
                    "padding_share": 1 - tokens_since / max(computed_since, 1), "total_steps": total_steps,
                    "elapsed_s": elapsed, "threads": torch.get_num_threads(),
@@ -104,7 +129,7 @@ def train_loop(config: dict[str, Any]) -> None:
         if peak:
             metrics["mfu"] = tokens_since * flops_per_token / max(elapsed, 1e-9) / peak
         losses = []
-        save = step == total_steps or (config["checkpoint_every"] and step % config["checkpoint_every"] == 0)
+        save = step == total_steps or (train.checkpoint_every and step % train.checkpoint_every == 0)
         if rank == 0:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(metrics) + "\n")
@@ -112,9 +137,9 @@ def train_loop(config: dict[str, Any]) -> None:
             # Only checkpoints go through ray.train.report: Ray Train collects one report per worker every
             # 2 s, so reporting every step would hold fast steps to that pace (metrics.jsonl has them all).
             with tempfile.TemporaryDirectory() as folder:
-                engine.save(folder, step)
+                distributed.save(folder, step)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-    engine.export(Path(config["stage_dir"]) / "model", tokenizer, rank)
+    distributed.export(loop.stage_dir / "model", tokenizer, rank)
 
 
 # Dense bf16 / fp32 peak FLOP/s per GPU from the vendors' data sheets, for model FLOPs utilisation.
@@ -156,39 +181,40 @@ def _tensors(batch: dict, device, attention: str) -> dict:
     return out
 
 
-class _Engine:
-    """DeepSpeed or DDP behind the same four calls."""
+class _DistributedModel:
+    """The model wrapped for data-parallel training, with its optimizer and schedule: a DeepSpeed engine
+    (ZeRO) or a DDP module behind the same calls (forward_backward, step, lr, save, load, export)."""
 
-    def __init__(self, config: dict, model, schedule, micro: int, accumulation: int, device):
+    def __init__(self, train: TrainConfig, bf16: bool, model, schedule, micro: int, accumulation: int, device):
         import torch
 
         self.accumulation = accumulation
-        self.deepspeed = config["strategy"] == "deepspeed"
+        self.deepspeed = train.strategy == "deepspeed"
         params = [p for p in model.parameters() if p.requires_grad]
         if self.deepspeed:
             import deepspeed
 
             optimizer_cls = torch.optim.AdamW
-            if config["offload_optimizer"]:
+            if train.offload_optimizer:
                 from deepspeed.ops.adam import DeepSpeedCPUAdam as optimizer_cls  # noqa: N813 - what offload needs
-            optimizer = optimizer_cls(params, lr=config["learning_rate"], weight_decay=config["weight_decay"])
+            optimizer = optimizer_cls(params, lr=train.learning_rate, weight_decay=train.weight_decay)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
             # Overlapping communication with backward pays on GPUs; over gloo on CPU it only adds threads.
-            zero = {"stage": config["zero_stage"], "overlap_comm": device.type == "cuda", "contiguous_gradients": True}
-            if config["offload_optimizer"]:
+            zero = {"stage": train.zero_stage, "overlap_comm": device.type == "cuda", "contiguous_gradients": True}
+            if train.offload_optimizer:
                 zero["offload_optimizer"] = {"device": "cpu"}
-            if config["zero_stage"] == 3:
+            if train.zero_stage == 3:
                 zero["stage3_gather_16bit_weights_on_model_save"] = True
             ds_config = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": accumulation,
                          "gradient_clipping": 1.0, "zero_optimization": zero, "steps_per_print": 10**9,
-                         "bf16": {"enabled": bool(config["bf16"])}, "wall_clock_breakdown": False}
+                         "bf16": {"enabled": bf16}, "wall_clock_breakdown": False}
             self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
                 model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
         else:
             import ray.train.torch
 
             self.model = ray.train.torch.prepare_model(model)
-            self.optimizer = torch.optim.AdamW(params, lr=config["learning_rate"], weight_decay=config["weight_decay"])
+            self.optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
 
     def forward_backward(self, batch: dict) -> float:
@@ -238,7 +264,7 @@ class _Engine:
     def export(self, out: Path, tokenizer, rank: int) -> None:
         """A Hugging Face folder (safetensors, config, tokenizer), written atomically by rank 0."""
         module = self.model.module if hasattr(self.model, "module") else self.model
-        gather = _gathered(module) if self.deepspeed else _nothing()
+        gather = _gathered(module) if self.deepspeed else nullcontext()
         with gather:
             if rank == 0:
                 tmp = out.parent / f".{out.name}.tmp"
@@ -255,10 +281,3 @@ def _gathered(module):
 
     return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
 
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -1,6 +1,6 @@
 """Serving on vLLM with Ray Serve LLM: Ray's `LLMServer` deployment runs the engine (continuous batching,
 streaming, autoscaling), and Ray's OpenAI ingress, extended here with `/v1/solve` and `/health`, answers
-HTTP on our own FastAPI app (the guard and the error shapes of `serve_http`).
+HTTP on our own FastAPI app (the guard and the error shapes of `serve.http`).
 
 This is what `ray.serve.llm.build_openai_app` builds, with our ingress class and app in place of its
 defaults (its builder takes neither extra routes nor an app).
@@ -22,21 +22,12 @@ from ray.llm._internal.serve.core.configs.openai_api_models import to_model_meta
 from mmos_ray.config import ServeConfig
 from mmos_ray.engines.base import Completion, SamplingParams
 from mmos_ray.engines.vllm_engine import DeviceProfile
-from mmos_ray.stages.serve_http import GenerationError, SolveRequest, Solver, check_limits, make_app
-
-# Ray's OpenAI routes we keep (no embeddings, transcriptions or scoring for a math reasoner), then ours.
-ROUTES = {
-    "models": lambda app: app.get("/v1/models"),
-    "model_data": lambda app: app.get("/v1/models/{model:path}"),
-    "completions": lambda app: app.post("/v1/completions"),
-    "chat": lambda app: app.post("/v1/chat/completions"),
-    "solve": lambda app: app.post("/v1/solve"),
-    "health": lambda app: app.get("/health"),
-}
+from mmos_ray.stages.serve.http import ROUTES, check_limits, make_app
+from mmos_ray.stages.serve.solve import GenerationError, SolveRequest, Solver
 
 
 def llm_config(serve_cfg: ServeConfig, model_dir: str, model_id: str, profile: DeviceProfile) -> LLMConfig:
-    engine_kwargs: dict[str, Any] = dict(max_model_len=serve_cfg.max_model_len, enforce_eager=profile.enforce_eager,
+    engine_kwargs: dict[str, Any] = dict(max_model_len=serve_cfg.engine.max_model_len, enforce_eager=profile.enforce_eager,
                                          dtype=profile.dtype, enable_chunked_prefill=profile.chunked_prefill,
                                          enable_prefix_caching=True)
     options: dict[str, Any] = {}

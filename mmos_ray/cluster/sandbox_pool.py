@@ -3,16 +3,18 @@ Shared by the stages that run model-written code (sample, verify, evaluate, gene
 
     pool = SandboxPool(num_actors=4, limits=Limits(timeout_s=5))
     results = pool.execute_many(codes)   # ExecutionResults, in input order
+    result = await pool.execute(code)    # one program, from the trajectory loop (engines.trajectory)
 
 Actors ask for one CPU each, plus one `sandbox` (the custom resource of the CPU worker group of
 `ray_cluster.yaml`) as `custom_resources` says (`auto`: when the cluster offers it; `on`: always, so that
-an autoscaler starts CPU workers; `off`: never; see `stages.cluster.custom_resource`). A crashed actor,
+an autoscaler starts CPU workers; `off`: never; see `cluster.resources.custom_resource`). A crashed actor,
 or one lost with its node, is restarted by Ray (on another node offering what it asks for) and its
 in-flight calls retried; a crashed fork server inside an actor is restarted by the actor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from typing import Iterable
@@ -21,7 +23,7 @@ import ray
 from ray.util import ActorPool
 
 from mmos_ray.sandbox import ExecutionResult, Limits, Sandbox
-from mmos_ray.stages.cluster import custom_resource
+from mmos_ray.cluster.resources import custom_resource, ensure_ray
 
 
 # A call in flight when its node is lost fails at once ("temporarily unavailable") until Ray notices the
@@ -39,6 +41,9 @@ class SandboxActor:
     def protections(self) -> dict:
         return self.sandbox.protections
 
+    def warnings(self) -> list[str]:
+        return self.sandbox.warnings
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -46,8 +51,9 @@ class SandboxActor:
 class SandboxPool:
     """`num_actors` sandbox actors (default: the cluster's CPU count, at least 1).
 
-    `execute_many` blocks; `submit` / `collect` let a caller (the TIR loop) generate while programs run.
-    Pass `actors` to wrap actors made elsewhere (e.g. handed to Ray Data workers).
+    `execute_many` blocks; `await execute(code)` serves the trajectory loop: the programs that arrive in one
+    turn of the event loop go out together, spread over the actors. Pass `actors` to wrap actors made
+    elsewhere (e.g. handed to Ray Data workers).
     """
 
     def __init__(self, num_actors: int | None = None, limits: Limits | None = None, isolation: str = "auto",
@@ -56,6 +62,7 @@ class SandboxPool:
         self.limits = limits or Limits()
         self.chunk_size = chunk_size
         self._turn = itertools.count()
+        self._waiting: list[tuple[str, asyncio.Future]] = []
         if actors is not None:
             self.actors = list(actors)
             return
@@ -76,28 +83,64 @@ class SandboxPool:
             results.extend(ExecutionResult.from_dict(r) for r in chunk_results)
         return results
 
-    def submit(self, codes: list[str]) -> list:
-        """Start the programs (spread over the actors) and return at once; `collect` waits for them."""
-        if not codes:
-            return []
-        per_actor = -(-len(codes) // len(self.actors))
+    async def execute(self, code: str) -> ExecutionResult:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting.append((code, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._send)  # after the other programs of this turn
+        return await future
+
+    def _send(self) -> None:
+        batch, self._waiting = self._waiting, []
+        per_actor = -(-len(batch) // len(self.actors))
         size = max(1, min(self.chunk_size, per_actor))
-        chunks = [codes[i:i + size] for i in range(0, len(codes), size)]
         chosen = self.limits.to_dict()
-        offset = next(self._turn)  # successive submissions start on different actors
-        return [self.actors[(offset + i) % len(self.actors)].execute_many.remote(chunk, chosen)
-                for i, chunk in enumerate(chunks)]
-
-    def ready(self, refs: list) -> bool:
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
-        return len(done) == len(refs)
-
-    def collect(self, refs: list) -> list[ExecutionResult]:
-        return [ExecutionResult.from_dict(r) for chunk in ray.get(refs) for r in chunk]
+        offset = next(self._turn)  # successive sends start on different actors
+        for i, start in enumerate(range(0, len(batch), size)):
+            chunk = batch[start:start + size]
+            actor = self.actors[(offset + i) % len(self.actors)]
+            ref = actor.execute_many.remote([code for code, _ in chunk], chosen)
+            asyncio.wrap_future(ref.future()).add_done_callback(lambda done, chunk=chunk: _settle(chunk, done))
 
     def protections(self) -> dict:
         return ray.get(self.actors[0].protections.remote())
 
+    def sandbox(self) -> dict:
+        """{"protections", "warnings"} of the actors' sandbox, for a manifest: asked once, still known after
+        `shutdown` (which asks first). Warnings say what is weaker than the full sandbox."""
+        if getattr(self, "_described", None) is None:
+            actor = self.actors[0]
+            protections, warnings = ray.get([actor.protections.remote(), actor.warnings.remote()], timeout=60)
+            self._described = {"protections": protections, "warnings": warnings}
+        return self._described
+
     def shutdown(self) -> None:
+        try:
+            self.sandbox()
+        except Exception as exc:  # noqa: BLE001 - a pool that cannot answer any more: the manifest says so
+            self._described = {"protections": {}, "warnings": [f"the sandbox actors could not say what protects "
+                                                                f"programs ({type(exc).__name__}: {exc})"]}
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
+
+
+def _settle(chunk: list[tuple[str, asyncio.Future]], done: asyncio.Future) -> None:
+    for i, (_, future) in enumerate(chunk):
+        if future.done():
+            continue
+        if done.exception() is not None:
+            future.set_exception(done.exception())
+        else:
+            future.set_result(ExecutionResult.from_dict(done.result()[i]))
+
+
+def describe_sandbox(custom_resources: str = "auto", isolation: str = "auto") -> dict:
+    """{"protections", "warnings"} of a sandbox started where the stages' sandbox actors run (one short-lived
+    actor, asking for no CPU): what a stage whose own actors are gone records in its manifest."""
+    ensure_ray()
+    pool = SandboxPool(num_actors=1, isolation=isolation, num_cpus=0, custom_resources=custom_resources)
+    try:
+        return pool.sandbox()
+    finally:
+        pool.shutdown()

@@ -5,12 +5,13 @@
 
 Routes: the OpenAI API (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, streaming included) and
 `/v1/solve` (question in; answer, trajectory, rounds and timings out, the model's code run in the sandbox
-with the limits of data construction), `/health`. Two ways to run it, same routes, same guard (`serve_http`),
-both on 127.0.0.1 unless `serve.host` says otherwise:
-- Ray Serve LLM (`serve_vllm`): Ray's LLMServer runs vLLM's async engine; the default on GPU.
-- our deployment (`serve_local`): the replica runs the engine itself, vLLM stepped in its own process
+with the limits of data construction, through the same trajectory loop and `generation` settings as
+sampling and evaluation: `solve`), `/health`. Two ways to run it, same routes, same guard (`http`), both on
+127.0.0.1 unless `serve.host` says otherwise:
+- Ray Serve LLM (`ray_llm`): Ray's LLMServer runs vLLM's async engine; the default on GPU.
+- our deployment (`replica`): the replica runs the engine itself, vLLM stepped in its own process
   (the default on CPU, where vLLM's engine-core and worker processes cost 1.5x the latency) or HF
-  transformers (where vLLM is not installed, or `serve.engine: hf`).
+  transformers (where vLLM is not installed, or `serve.engine.backend: hf`).
 
 For `serve run` / `serve deploy` / a KubeRay RayService, `app_builder` is the import path:
 `mmos_ray.stages.serve:app_builder` with args `{config: FILE, model: DIR, set: [KEY=VALUE, ...]}`.
@@ -30,7 +31,7 @@ from ray import serve
 from mmos_ray.config import SampleConfig, ServeConfig, load_config
 from mmos_ray.engines.base import vllm_available
 from mmos_ray.engines.vllm_engine import CPU_PROFILE, GPU_PROFILE
-from mmos_ray.stages.serve_http import api_key
+from mmos_ray.stages.serve.http import api_key
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +45,21 @@ def build_app(serve_cfg: ServeConfig, sample: SampleConfig, model_dir: str):
     serve_cfg = serve_cfg.model_copy(update={"api_key": api_key(serve_cfg)})
     # The sandbox of /v1/solve keeps the limits of data construction: a request cannot buy more.
     limits = {"timeout_s": sample.timeout_s}
-    engine = serve_cfg.engine
-    if engine == "auto":
-        engine = "vllm" if vllm_available() else "hf"
+    engine = serve_cfg.engine.resolved_backend()
     if engine == "vllm" and not vllm_available():
-        raise RuntimeError("serve.engine is 'vllm' but vLLM is not installed: install the project's `cpu` or `gpu` "
-                           "extra, or set serve.engine=hf")
+        raise RuntimeError("serve.engine.backend is 'vllm' but vLLM is not installed: install the project's `cpu` "
+                           "or `gpu` extra, or set serve.engine.backend=hf")
     gpus = ray.cluster_resources().get("GPU", 0) > 0
     profile = GPU_PROFILE if gpus else CPU_PROFILE
-    ray_llm = serve_cfg.vllm_server == "ray_llm" or (serve_cfg.vllm_server == "auto" and gpus)
-    if engine == "vllm" and ray_llm:
-        from mmos_ray.stages import serve_vllm
+    use_ray_llm = serve_cfg.vllm_server == "ray_llm" or (serve_cfg.vllm_server == "auto" and gpus)
+    if engine == "vllm" and use_ray_llm:
+        from mmos_ray.stages.serve import ray_llm
 
-        return serve_vllm.build(serve_cfg, model_dir, model_id, profile, limits)
-    from mmos_ray.stages import serve_local
+        return ray_llm.build(serve_cfg, model_dir, model_id, profile, limits)
+    from mmos_ray.stages.serve import replica
 
     # On CPU the replica takes the node's cores for its OpenMP threads (Ray would give a 1-CPU actor one).
-    return serve_local.build(serve_cfg, model_dir, model_id, limits, engine, profile.actor_options, profile)
+    return replica.build(serve_cfg, model_dir, model_id, limits, engine, profile.actor_options, profile)
 
 
 def start(serve_cfg: ServeConfig, sample: SampleConfig, model_dir: str) -> str:
@@ -92,9 +91,9 @@ def wait_until_stopped(stop: threading.Event) -> None:
 def app_builder(args: dict[str, Any]):
     """The builder for `serve run`, `serve deploy` and KubeRay's RayService (`import_path` in the manifest)."""
     cfg = load_config(args.get("config"), list(args.get("set", [])))
-    model = args.get("model") or cfg.serve.model
+    model = args.get("model") or cfg.serve.engine.model
     if not model:
-        raise ValueError("app_builder needs args.model (a model folder) or serve.model in the config")
+        raise ValueError("app_builder needs args.model (a model folder) or serve.engine.model in the config")
     from mmos_ray.stages.evaluate import resolve
 
     return build_app(cfg.serve, cfg.sample, resolve(model, cfg.paths))
