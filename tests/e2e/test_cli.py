@@ -53,10 +53,10 @@ def test_config_show_prints_the_resolved_config():
 
 def test_config_typo_fails_with_the_key_path(tmp_path):
     bad = tmp_path / "typo.yaml"
-    bad.write_text("sample:\n  modle: tiny\n")
+    bad.write_text("sample:\n  engine:\n    modle: tiny\n")
     out = mmos("config", "show", "--config", str(bad), check=False)
     assert out.returncode == 2
-    assert f"{bad}:2: sample.modle: unknown key (did you mean 'model'?)" in out.stderr
+    assert f"{bad}:3: sample.engine.modle: unknown key (did you mean 'model'?)" in out.stderr
 
 
 SMALL_RUN = ["--set", "sample.sources=[{dataset: gsm8k, split: train, limit: 16}]",
