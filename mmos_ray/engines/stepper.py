@@ -39,7 +39,6 @@ Sink = Callable[[Any, bool], None]
 @dataclasses.dataclass
 class EngineStats:
     generate_s: float = 0.0  # time inside the engine's step / generate
-    calls: int = 0
 
 
 class SteppedEngine:
@@ -61,7 +60,7 @@ class SteppedEngine:
         try:
             return await future
         finally:
-            if not future.done():  # the caller went away: free the request's slot
+            if future.cancelled() or not future.done():  # the caller went away: free the request's slot
                 self._abort([request_id])
 
     async def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[str | Completion]:
@@ -123,7 +122,6 @@ class SteppedEngine:
                 continue
             finally:
                 self.stats.generate_s += time.perf_counter() - began
-                self.stats.calls += 1
             for request_id, completion, finished in outputs:
                 sink = self._sinks.pop(request_id, None) if finished else self._sinks.get(request_id)
                 if sink is not None:
@@ -197,7 +195,6 @@ class BatchedEngine:
             return [_one(self.engine, prompt, p) for prompt, p in zip(prompts, params)]
         finally:
             self.stats.generate_s += time.perf_counter() - began
-            self.stats.calls += 1
 
     async def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[str | Completion]:
         """Text pieces as the engine makes them (its `generate_streaming`), then the final Completion."""
